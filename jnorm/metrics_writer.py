@@ -1,0 +1,84 @@
+"""Scalar metrics to `<workdir>/metrics.jsonl` and TensorBoard event files.
+
+TensorBoard files are written with tensorboardX (pure Python; CLU's writers import
+TensorFlow). Each jsonl line is {"step": s, "kind": "train"|"eval", ...scalars}; lines
+are appended and flushed, so a killed run keeps what it logged. On resume, lines from
+steps after the checkpoint being resumed are dropped (they will be logged again).
+"""
+
+import json
+import math
+import os
+from typing import Mapping, Optional
+
+
+class MetricsWriter:
+  """Appends scalar metrics to a jsonl file and (optionally) TensorBoard."""
+
+  def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool = True,
+               resume_step: Optional[int] = None):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    _truncate_after(self.path, resume_step)
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: Mapping[str, float], *, kind: str = "train") -> None:
+    if not self.enabled:
+      return
+    values = {k: float(v) for k, v in scalars.items()}
+    record = {"step": int(step), "kind": kind}
+    record.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record, sort_keys=True) + "\n")
+    if self._tb is not None:
+      for k, v in values.items():
+        self._tb.add_scalar(f"{kind}/{k}", v, int(step))
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def _truncate_after(path: str, step: Optional[int]) -> None:
+  """Keeps only records with step <= `step` (all if None, none if the file is new)."""
+  if step is None or not os.path.exists(path):
+    if step is None and os.path.exists(path):
+      os.remove(path)
+    return
+  kept = []
+  with open(path) as f:
+    for line in f:
+      try:
+        if json.loads(line)["step"] <= step:
+          kept.append(line if line.endswith("\n") else line + "\n")
+      except (ValueError, KeyError):
+        continue  # a line cut short by a kill
+  with open(path, "w") as f:
+    f.writelines(kept)
+
+
+def read_metrics(workdir: str, *, kind: Optional[str] = None) -> list:
+  """All records of `<workdir>/metrics.jsonl` (optionally of one kind)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  records = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          rec = json.loads(line)
+        except ValueError:
+          continue
+        if kind is None or rec.get("kind") == kind:
+          records.append(rec)
+  return records

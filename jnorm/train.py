@@ -1,0 +1,261 @@
+"""The training job: `train_and_evaluate(config, workdir)` and `load_trained(workdir)`.
+
+One run: load the data, build the network and optimiser, initialise (cut-init once) or
+resume from the newest checkpoint in `<workdir>/checkpoints`, train with the sharded
+step over all devices, evaluate with weighted kNN on backbone features, and write
+`results.json`, `metrics.jsonl`, TensorBoard events and `config.json`. The config
+fields are documented (and validated) in `jnorm.train_config`.
+
+Resume is exact: the state holds params, BatchNorm statistics, optimiser state, the
+BYOL target, the step and the RNG key, and batch s of the data stream is a pure function
+of (seed, s); a run killed at any step and resumed ends bit-identical (on CPU) to an
+uninterrupted one.
+"""
+
+import json
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from jnorm import checkpoint as ckpt_lib
+from jnorm import errors, io, metrics_writer, train_config
+from jnorm import train_step as ts
+
+
+def _embed_split(embed, variables, ds, *, split: str, batch_size: int) -> dict:
+  """Eval-mode outputs of every example of `split`: {head: [N, F]} and 'label'."""
+  from jnorm import data  # pylint: disable=g-import-not-at-top
+  chunks, labels = [], []
+  for batch in data.eval_batches(ds, split=split, batch_size=batch_size,
+                                 process_index=0, process_count=1):
+    out = jax.device_get(embed(variables, jnp.asarray(batch["input"])))
+    mask = np.asarray(batch["mask"])
+    chunks.append({k: np.asarray(v)[mask] for k, v in out.items()})
+    labels.append(np.asarray(batch["label"])[mask])
+  feats = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+  feats["label"] = np.concatenate(labels)
+  return feats
+
+
+def _evaluate(embed, state_host, ds, ecfg, *, epoch: int) -> dict:
+  """kNN accuracy (backbone features, train bank, test queries) and mean norms."""
+  from jnorm import evaluate  # pylint: disable=g-import-not-at-top
+  variables = {"params": state_host.params, "batch_stats": state_host.batch_stats}
+  train = _embed_split(embed, variables, ds, split="train", batch_size=ecfg.batch_size)
+  test = _embed_split(embed, variables, ds, split="test", batch_size=ecfg.batch_size)
+  knn = evaluate.knn_accuracy(train["backbone"], train["label"], test["backbone"],
+                              test["label"], num_classes=ds.num_classes,
+                              k=ecfg.knn_k, temperature=ecfg.knn_temperature)
+  record = {"epoch": epoch, "knn_accuracy": knn}
+  for head in ("backbone", "projector", "predictor"):
+    if head in test:
+      record[f"{head}_norm_mean"] = float(np.linalg.norm(test[head], axis=-1).mean())
+  return record, train, test
+
+
+def _linear_probe(train, test, ds, ecfg, seed) -> float:
+  from jnorm import evaluate  # pylint: disable=g-import-not-at-top
+  return evaluate.linear_probe_accuracy(
+      train["backbone"], train["label"], test["backbone"], test["label"],
+      num_classes=ds.num_classes, epochs=ecfg.probe_epochs,
+      learning_rate=ecfg.probe_learning_rate, batch_size=ecfg.probe_batch_size, seed=seed)
+
+
+def _eval_epochs(num_epochs: float, ecfg) -> set:
+  """Whole epochs after which kNN runs: every `every_epochs` and powers of two (plus
+  epoch 0 and the end of training, always)."""
+  last = int(num_epochs)
+  epochs = {0}
+  if ecfg.every_epochs > 0:
+    epochs |= set(range(ecfg.every_epochs, last + 1, ecfg.every_epochs))
+  if ecfg.powers_of_two:
+    epochs |= {2**i for i in range(last.bit_length()) if 2**i <= last}
+  return epochs
+
+
+def _check_finite(metrics: dict, step: int, last_saved) -> None:
+  bad = [k for k in ("loss", "grad_norm", "param_norm") if not np.isfinite(metrics[k])]
+  if bad:
+    kept = f"checkpoint of step {last_saved} kept" if last_saved is not None else "no checkpoint"
+    raise errors.NonFiniteError(
+        f"non-finite {', '.join(bad)} at step {step} ({kept}); lower optim.learning_rate "
+        "or the GradScale power, then rerun (it resumes from the kept checkpoint)")
+
+
+def _maybe_init_distributed(config) -> None:
+  dcfg = config.distributed
+  if dcfg.coordinator_address and jax.process_count() == 1:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=dcfg.coordinator_address,
+                               num_processes=dcfg.num_processes, process_id=dcfg.process_id)
+
+
+def _restore_or_init(run, checkpointer, *, primary: bool):
+  """The state to start from (host tree) and its step: newest checkpoint, or fresh init."""
+  fresh = run.init_state()
+  latest = checkpointer.latest_step()
+  if latest is None:
+    return fresh, 0, None
+  restored = checkpointer.restore(latest, jax.device_get(fresh))
+  if primary:
+    print(f"jnorm: resuming from {checkpointer.step_dir(latest)} (step {latest})")
+  return restored, latest, latest
+
+
+def _load_curve(workdir: str, resume_step, steps_per_epoch: int) -> list:
+  path = os.path.join(workdir, "knn_curve.json")
+  if resume_step is None or not os.path.exists(path):
+    return []
+  with open(path) as f:
+    curve = json.load(f)
+  return [r for r in curve if r["epoch"] * steps_per_epoch <= resume_step]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains the configured SSL method and evaluates it; returns the headline results."""
+  train_config.validate(config)
+  _maybe_init_distributed(config)
+  primary = jax.process_index() == 0
+  lock = ckpt_lib.acquire_lock(workdir) if primary else None
+  try:
+    return _run(config, workdir, primary=primary)
+  finally:
+    if lock:
+      ckpt_lib.release_lock(lock)
+
+
+def _run(config, workdir: str, *, primary: bool) -> dict:
+  from jnorm import data  # pylint: disable=g-import-not-at-top
+  start_time = time.time()
+  ds = data.load_dataset(config.data)
+  mesh = ts.make_mesh()
+  run = train_config.build_run(config, mesh=mesh, **train_config.run_info(ds, config))
+  if primary:
+    io.write_json_atomic(os.path.join(workdir, "config.json"), train_config.to_saved(
+        config, train_config.run_info(ds, config)))
+  checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints,
+                                       primary=primary)
+  state_host, start_step, last_saved = _restore_or_init(run, checkpointer, primary=primary)
+  writer = metrics_writer.MetricsWriter(workdir, enabled=primary, resume_step=last_saved)
+  curve = _load_curve(workdir, last_saved, run.steps_per_epoch)
+  eval_epochs = _eval_epochs(run.num_epochs, config.eval)
+  embed = ts.make_eval_embed(run.net.apply)
+
+  def evaluate_now(state_host, epoch):
+    record, train_f, test_f = _evaluate(embed, state_host, ds, config.eval, epoch=epoch)
+    curve.append(record)
+    writer.write(epoch * run.steps_per_epoch, record, kind="eval")
+    if primary:
+      io.write_json_atomic(os.path.join(workdir, "knn_curve.json"), curve)
+    return train_f, test_f
+
+  if start_step == 0:
+    evaluate_now(state_host, 0)
+  state = ts.replicate(state_host, mesh)
+  batches = data.train_batches(ds, batch_size=config.batch_size, seed=config.seed,
+                               start_step=start_step)
+  bar = tqdm.tqdm(total=run.total_steps, initial=start_step, disable=not (
+      primary and config.progress_bar), unit="step", dynamic_ncols=True)
+  train_start, metrics = time.time(), {}
+  for step in range(start_step, run.total_steps):
+    state, metrics = run.train_step(state, ts.shard_batch(next(batches), mesh))
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    _check_finite(metrics, step, last_saved)
+    done = step + 1
+    bar.update(1)
+    bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+    if done % config.log_every_steps == 0 or done == run.total_steps:
+      writer.write(done, metrics)
+    epoch, rest = divmod(done, run.steps_per_epoch)
+    needs_eval = rest == 0 and epoch in eval_epochs and done < run.total_steps
+    if done % config.checkpoint_every_steps == 0 or done == run.total_steps or needs_eval:
+      state_host = ts.local_copy(state)
+    if done % config.checkpoint_every_steps == 0 or done == run.total_steps:
+      checkpointer.save(done, state_host)
+      last_saved = done
+    if needs_eval:
+      evaluate_now(state_host, epoch)
+  bar.close()
+  train_seconds = time.time() - train_start
+  if start_step < run.total_steps or not curve or curve[-1]["epoch"] != run.num_epochs:
+    state_host = ts.local_copy(state)
+    train_f, test_f = evaluate_now(state_host, run.num_epochs)
+  else:
+    train_f, test_f = _evaluate(embed, state_host, ds, config.eval, epoch=run.num_epochs)[1:]
+  results = _results(config, run, ds, curve, metrics, start_step, train_seconds,
+                     time.time() - start_time)
+  if config.eval.linear_probe:
+    results["linear_probe_accuracy"] = _linear_probe(train_f, test_f, ds, config.eval,
+                                                     config.seed)
+  writer.close()
+  checkpointer.close()
+  if primary:
+    io.save_results(workdir, results)
+    _plot_curve(curve, workdir)
+  return results
+
+
+def _results(config, run, ds, curve, metrics, start_step, train_seconds, wall) -> dict:
+  steps_run = run.total_steps - start_step
+  final = curve[-1]
+  return {
+      "knn_accuracy": final["knn_accuracy"],
+      "knn_accuracy_at_init": curve[0]["knn_accuracy"] if curve[0]["epoch"] == 0 else None,
+      "embedding_norm_mean": final["projector_norm_mean"],
+      "backbone_norm_mean": final["backbone_norm_mean"],
+      "final_loss": metrics.get("loss"),
+      "steps": run.total_steps,
+      "epochs": run.num_epochs,
+      "steps_per_epoch": run.steps_per_epoch,
+      "resumed_from_step": start_step,
+      "train_seconds_per_step": train_seconds / steps_run if steps_run else None,
+      "wall_seconds": wall,
+      "method": config.method,
+      "num_devices": jax.device_count(),
+      "knn_curve": curve,
+      "dataset": ds.info,
+  }
+
+
+def _plot_curve(curve: list, workdir: str) -> None:
+  fig, axes = io.new_figure(1, 2, figsize=(8, 3))
+  epochs = [r["epoch"] for r in curve]
+  axes[0].plot(epochs, [r["knn_accuracy"] for r in curve], "o-")
+  axes[0].set(xlabel="epoch", ylabel="kNN accuracy (test)")
+  axes[1].plot(epochs, [r["projector_norm_mean"] for r in curve], "o-")
+  axes[1].set(xlabel="epoch", ylabel="mean projector norm (test)")
+  io.save_figure(fig, workdir, "knn_curve")
+
+
+def load_trained(workdir: str):
+  """The config of a finished (or checkpointed) run and an eval-mode embedding function.
+
+  Returns:
+    (config, embed_fn) where embed_fn(inputs: numpy [B, ...]) -> dict of numpy arrays
+    {'backbone': [B, F], 'projector': [B, P](, 'predictor': [B, P])}, computed with
+    the newest checkpoint's parameters and BatchNorm running statistics.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise errors.CheckpointError(f"{workdir} holds no config.json; train there first")
+  with open(path) as f:
+    config, run_info = train_config.from_saved(json.load(f))
+  checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+  latest = checkpointer.latest_step()
+  if latest is None:
+    raise errors.CheckpointError(f"{workdir}/checkpoints holds no checkpoint; train first")
+  run = train_config.build_run(config, mesh=None, **run_info)
+  state = checkpointer.restore(latest, jax.device_get(run.init_state()))
+  checkpointer.close()
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  embed = ts.make_eval_embed(run.net.apply)
+
+  def embed_fn(inputs) -> dict:
+    return {k: np.asarray(v) for k, v in embed(variables, jnp.asarray(inputs)).items()}
+  return config, embed_fn
