@@ -26,7 +26,12 @@ def _fail(message: str, code: int) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-  text = " ".join(str(exc).split())
+  """The exception's message on one line; for a wrapped traceback, its last line."""
+  text = str(exc)
+  if "Traceback (most recent call last)" in text:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else text
+  text = " ".join(text.split())
   return text or type(exc).__name__
 
 

@@ -70,10 +70,10 @@ def _linear_probe(train, test, ds, ecfg, seed) -> float:
 def _eval_epochs(num_epochs: float, ecfg) -> set:
   """Whole epochs after which kNN runs: every `every_epochs` and powers of two (plus
   epoch 0 and the end of training, always)."""
-  last = int(num_epochs)
+  last, every = int(num_epochs), int(round(ecfg.every_epochs))
   epochs = {0}
-  if ecfg.every_epochs > 0:
-    epochs |= set(range(ecfg.every_epochs, last + 1, ecfg.every_epochs))
+  if every > 0:
+    epochs |= set(range(every, last + 1, every))
   if ecfg.powers_of_two:
     epochs |= {2**i for i in range(last.bit_length()) if 2**i <= last}
   return epochs

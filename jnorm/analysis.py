@@ -1,0 +1,223 @@
+"""Embedding norms as confidence: pure analysis functions (numpy / scipy / sklearn, no I/O).
+
+PAPER.md §3 (Draganov et al. 2025): smaller embedding norms mark unexpected, less
+confident samples; larger norms mark familiar ones. This module measures that:
+
+- `norm_buckets`: norms min-max normalised to [0, 1] (subtract the minimum, divide by
+  the range), split into buckets of width 1/num_buckets (20 buckets of 0.05; the last
+  includes 1.0); `bucket_mean` gives a per-bucket mean of any per-sample quantity
+  (kNN correctness, annotator agreement, label entropy) and the count.
+- `norm_bucket_accuracy`: per-bucket kNN accuracy, leave-one-out on the same
+  embeddings or with a separate bank (train -> test).
+- `bucket_spearman` / `norm_bucket_spearman`: Spearman correlation of a per-bucket
+  value with the bucket centre over buckets with at least `min_count` samples.
+- `novelty_auroc`: AUROC of the NEGATIVE norm as a novelty score (novel = positive).
+- `class_norm_spearman`: class frequency vs mean class norm (long-tailed data).
+- `annotator_agreement`, `label_entropy`: per-sample human confidence (CIFAR-10N/100N,
+  CIFAR-10H) from vote counts [N, C].
+"""
+
+from typing import Optional
+
+import numpy as np
+import scipy.stats
+import sklearn.metrics
+
+from jnorm import evaluate
+
+
+def embedding_norms(embeddings) -> np.ndarray:
+  """Euclidean norms ||z|| of embeddings [N, D] -> [N] float64."""
+  return np.linalg.norm(np.asarray(embeddings, np.float64), axis=-1)
+
+
+def normalize_norms(norms) -> np.ndarray:
+  """Min-max normalisation (norm - min) / (max - min) -> [N] in [0, 1].
+
+  As the paper: subtract the minimum, divide by the (shifted) maximum. If every norm
+  is equal the result is all zeros (one bucket).
+  """
+  norms = np.asarray(norms, np.float64)
+  low, high = norms.min(), norms.max()
+  if high <= low:
+    return np.zeros_like(norms)
+  return (norms - low) / (high - low)
+
+
+def norm_buckets(norms, *, num_buckets: int = 20) -> np.ndarray:
+  """Bucket index [N] int in [0, num_buckets) of each min-max normalised norm.
+
+  Bucket b holds normalised norms in [b / num_buckets, (b + 1) / num_buckets); the
+  last bucket also holds 1.0 (the largest norm). Computed as floor(n * num_buckets).
+  """
+  scaled = normalize_norms(norms) * num_buckets
+  return np.clip(np.floor(scaled).astype(np.int64), 0, num_buckets - 1)
+
+
+def bucket_centres(num_buckets: int = 20) -> np.ndarray:
+  """Centres [num_buckets] of the normalised-norm buckets: (b + 0.5) / num_buckets."""
+  return (np.arange(num_buckets) + 0.5) / num_buckets
+
+
+def bucket_mean(buckets, values, *, num_buckets: int = 20):
+  """Per-bucket mean of a per-sample quantity.
+
+  Args:
+    buckets: [N] bucket indices from `norm_buckets`.
+    values: [N] per-sample values (e.g. 1.0 for a correct kNN prediction).
+    num_buckets: number of buckets B.
+
+  Returns:
+    (means [B] float64 with NaN for empty buckets, counts [B] int64).
+  """
+  buckets = np.asarray(buckets, np.int64)
+  values = np.asarray(values, np.float64)
+  counts = np.bincount(buckets, minlength=num_buckets)
+  sums = np.bincount(buckets, weights=values, minlength=num_buckets)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+  return means, counts
+
+
+def bucket_spearman(values, counts, *, min_count: int = 1) -> float:
+  """Spearman rho of per-bucket values with the bucket centre (= bucket order).
+
+  Only buckets with at least `min_count` samples (and a finite value) count. NaN if
+  fewer than 3 buckets remain or the values are constant (rho undefined).
+  """
+  values = np.asarray(values, np.float64)
+  keep = (np.asarray(counts) >= max(min_count, 1)) & np.isfinite(values)
+  if keep.sum() < 3 or np.ptp(values[keep]) == 0:
+    return float("nan")
+  centres = bucket_centres(len(values))[keep]
+  return float(scipy.stats.spearmanr(centres, values[keep]).statistic)
+
+
+def knn_correct(bank_features, bank_labels, query_features, query_labels, *,
+                num_classes: int, k: int = 200, temperature: float = 0.1,
+                leave_one_out: bool = False) -> np.ndarray:
+  """[Q] bool: whether weighted kNN (`jnorm.evaluate.knn_predict`) is right per query."""
+  preds = evaluate.knn_predict(bank_features, bank_labels, query_features,
+                               num_classes=num_classes, k=k, temperature=temperature,
+                               leave_one_out=leave_one_out)
+  return preds == np.asarray(query_labels)
+
+
+def norm_bucket_accuracy(norms, correct, *, num_buckets: int = 20,
+                         min_count: int = 1) -> dict:
+  """Per-bucket accuracy of per-sample correctness, and its Spearman with the norm.
+
+  Args:
+    norms: [N] embedding norms (raw; normalised here).
+    correct: [N] bool, e.g. from `knn_correct`.
+    num_buckets: number of buckets (20 -> width 0.05 as in the paper).
+    min_count: buckets with fewer samples are left out of the Spearman correlation.
+
+  Returns:
+    {'bucket_centre': [B], 'accuracy': [B] (NaN if empty), 'count': [B],
+     'spearman': float, 'overall_accuracy': float}.
+  """
+  buckets = norm_buckets(norms, num_buckets=num_buckets)
+  accuracy, counts = bucket_mean(buckets, correct, num_buckets=num_buckets)
+  return {"bucket_centre": bucket_centres(num_buckets), "accuracy": accuracy,
+          "count": counts, "spearman": bucket_spearman(accuracy, counts,
+                                                       min_count=min_count),
+          "overall_accuracy": float(np.mean(correct))}
+
+
+def norm_bucket_spearman(norms, correct, *, num_buckets: int = 20,
+                         min_count: int = 1) -> float:
+  """Spearman rho of per-bucket accuracy with the bucket centre (see above)."""
+  return norm_bucket_accuracy(norms, correct, num_buckets=num_buckets,
+                              min_count=min_count)["spearman"]
+
+
+def novelty_auroc(seen_norms, novel_norms) -> float:
+  """AUROC of -||z|| for telling novel samples (positives) from seen ones.
+
+  Smaller norms mark unexpected samples (PAPER.md), so the novelty score is the
+  negative norm: 1.0 = every novel sample has a smaller norm than every seen one,
+  0.5 = chance. Equals P(norm_seen > norm_novel) + P(tie) / 2 (Mann-Whitney U).
+  """
+  seen = np.asarray(seen_norms, np.float64).ravel()
+  novel = np.asarray(novel_norms, np.float64).ravel()
+  if seen.size == 0 or novel.size == 0:
+    raise ValueError("novelty_auroc needs at least one seen and one novel sample")
+  targets = np.concatenate([np.zeros(seen.size), np.ones(novel.size)])
+  scores = -np.concatenate([seen, novel])
+  return float(sklearn.metrics.roc_auc_score(targets, scores))
+
+
+def class_mean_norms(norms, labels, *, num_classes: int) -> np.ndarray:
+  """Mean norm [C] per class (NaN for a class with no samples)."""
+  labels = np.asarray(labels, np.int64)
+  counts = np.bincount(labels, minlength=num_classes)
+  sums = np.bincount(labels, weights=np.asarray(norms, np.float64),
+                     minlength=num_classes)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def class_norm_spearman(norms, labels, class_counts) -> float:
+  """Spearman rho between a class's training frequency and its mean embedding norm.
+
+  Args:
+    norms: [N] norms of the samples evaluated (e.g. the balanced test split).
+    labels: [N] their labels.
+    class_counts: [C] training examples per class (e.g. CIFAR-10-LT's counts).
+
+  Returns:
+    rho over the classes present (positive: frequent classes get larger norms, as in
+    PAPER.md §2.3); NaN if fewer than 3 classes or constant inputs.
+  """
+  class_counts = np.asarray(class_counts, np.float64)
+  means = class_mean_norms(norms, labels, num_classes=class_counts.size)
+  keep = np.isfinite(means)
+  if keep.sum() < 3 or np.ptp(means[keep]) == 0 or np.ptp(class_counts[keep]) == 0:
+    return float("nan")
+  return float(scipy.stats.spearmanr(class_counts[keep], means[keep]).statistic)
+
+
+def annotator_agreement(votes, reference: Optional[np.ndarray] = None) -> np.ndarray:
+  """Fraction of the annotators' votes that equal a reference label, per sample.
+
+  Args:
+    votes: [N, C] non-negative vote counts (or a distribution) over C classes, e.g.
+      CIFAR-10N's three annotators as counts, CIFAR-100N's single label as one-hot,
+      CIFAR-10H's soft label.
+    reference: [N] labels to agree with: the clean label (the default in the analysis
+      job). None = the majority label argmax(votes) (ties -> the lowest class), which
+      gives the size of the largest voting block.
+
+  Returns:
+    [N] float64 in [0, 1]: votes[i, reference[i]] / sum(votes[i]).
+  """
+  votes = np.asarray(votes, np.float64)
+  if reference is None:
+    reference = np.argmax(votes, axis=-1)
+  totals = votes.sum(axis=-1)
+  if np.any(totals <= 0):
+    raise ValueError("every sample needs at least one vote")
+  picked = np.take_along_axis(votes, np.asarray(reference, np.int64)[:, None], -1)[:, 0]
+  return picked / totals
+
+
+def label_entropy(votes) -> np.ndarray:
+  """Shannon entropy (nats) of each sample's label distribution votes / sum(votes).
+
+  votes: [N, C] non-negative (CIFAR-10H's soft_label, or counts). 0 = unanimous,
+  log C = uniform. Rows are renormalised, so counts and probabilities both work.
+  """
+  votes = np.asarray(votes, np.float64)
+  return scipy.stats.entropy(votes, axis=-1)
+
+
+def votes_from_labels(labels, *, num_classes: int) -> np.ndarray:
+  """Vote counts [N, C] from annotator labels [N] or [N, A] (entries < 0 = missing)."""
+  labels = np.asarray(labels, np.int64)
+  if labels.ndim == 1:
+    labels = labels[:, None]
+  votes = np.zeros([labels.shape[0], num_classes])
+  rows, cols = np.nonzero(labels >= 0)
+  np.add.at(votes, (rows, labels[rows, cols]), 1.0)
+  return votes

@@ -1,0 +1,156 @@
+"""jnorm.evaluate: weighted kNN vs brute force, linear probe, embedding extraction."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from sklearn import datasets, linear_model, model_selection
+
+from jnorm import evaluate
+
+
+def _brute_force_knn(bank, bank_labels, query, *, num_classes, k, temperature,
+                     leave_one_out=False):
+  """Independent float64 numpy reference: sort all cosines, vote exp(cos / t)."""
+  bank = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+  query = query / np.linalg.norm(query, axis=1, keepdims=True)
+  preds = []
+  for i, q in enumerate(query):
+    sims = bank @ q
+    order = [j for j in np.argsort(-sims) if not (leave_one_out and j == i)][:k]
+    scores = np.zeros(num_classes)
+    for j in order:
+      scores[bank_labels[j]] += np.exp(sims[j] / temperature)
+    preds.append(int(np.argmax(scores)))
+  return np.array(preds)
+
+
+def _clustered(rng, n, num_classes, dim, spread):
+  centres = rng.normal(size=[num_classes, dim])
+  labels = rng.integers(0, num_classes, size=n)
+  return centres[labels] + spread * rng.normal(size=[n, dim]), labels
+
+
+@pytest.mark.parametrize("k,temperature", [(1, 0.1), (7, 0.1), (25, 0.5)])
+def test_knn_matches_brute_force(k, temperature):
+  rng = np.random.default_rng(0)
+  bank, bank_labels = _clustered(rng, 120, 4, 6, spread=1.5)
+  query, _ = _clustered(rng, 50, 4, 6, spread=1.5)
+  ours = evaluate.knn_predict(bank, bank_labels, query, num_classes=4, k=k,
+                              temperature=temperature, chunk_size=16)
+  ref = _brute_force_knn(bank, bank_labels, query, num_classes=4, k=k,
+                         temperature=temperature)
+  np.testing.assert_array_equal(ours, ref)
+
+
+def test_knn_leave_one_out_matches_brute_force():
+  rng = np.random.default_rng(1)
+  bank, labels = _clustered(rng, 90, 3, 5, spread=2.0)
+  ours = evaluate.knn_predict(bank, labels, bank, num_classes=3, k=5, temperature=0.1,
+                              chunk_size=32, leave_one_out=True)
+  ref = _brute_force_knn(bank, labels, bank, num_classes=3, k=5, temperature=0.1,
+                         leave_one_out=True)
+  np.testing.assert_array_equal(ours, ref)
+  # With k=1 and no exclusion, every point is its own neighbour: accuracy 1.
+  assert evaluate.knn_accuracy(bank, labels, bank, labels, num_classes=3, k=1) == 1.0
+  # Leave-one-out k=1 is the 1-NN among the others: differs on at least one point here.
+  loo = evaluate.knn_accuracy(bank, labels, bank, labels, num_classes=3, k=1,
+                              leave_one_out=True)
+  ref_loo = np.mean(_brute_force_knn(bank, labels, bank, num_classes=3, k=1,
+                                     temperature=0.1, leave_one_out=True) == labels)
+  assert loo == pytest.approx(ref_loo) and loo < 1.0
+  with pytest.raises(ValueError, match="leave_one_out"):
+    evaluate.knn_predict(bank, labels, bank[:10], num_classes=3, leave_one_out=True)
+
+
+def test_knn_is_scale_invariant_and_clips_k():
+  rng = np.random.default_rng(2)
+  bank, labels = _clustered(rng, 30, 3, 4, spread=1.0)
+  query, _ = _clustered(rng, 10, 3, 4, spread=1.0)
+  scales = rng.uniform(0.01, 100.0, size=[30, 1])
+  a = evaluate.knn_predict(bank, labels, query, num_classes=3, k=500)  # k > N: clipped
+  b = evaluate.knn_predict(bank * scales, labels, query * 7.0, num_classes=3, k=500)
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(
+      a, _brute_force_knn(bank, labels, query, num_classes=3, k=30, temperature=0.1))
+
+
+def _digits_split():
+  x, y = datasets.load_digits(return_X_y=True)
+  return model_selection.train_test_split(x, y, test_size=0.277, stratify=y,
+                                          random_state=0)
+
+
+def test_linear_probe_separable_and_close_to_sklearn():
+  rng = np.random.default_rng(3)
+  x, y = _clustered(rng, 600, 5, 16, spread=0.2)
+  acc = evaluate.linear_probe_accuracy(x[:400], y[:400], x[400:], y[400:], num_classes=5,
+                                       epochs=30, batch_size=64)
+  assert acc > 0.97
+  # Independent reference: sklearn's logistic regression on standardised digits pixels.
+  x_train, x_test, y_train, y_test = _digits_split()
+  ours = evaluate.linear_probe_accuracy(x_train, y_train, x_test, y_test, num_classes=10,
+                                        epochs=50, batch_size=128, learning_rate=1e-2)
+  mean, std = x_train.mean(0), np.where(x_train.std(0) > 1e-8, x_train.std(0), 1.0)
+  clf = linear_model.LogisticRegression(max_iter=2000).fit((x_train - mean) / std, y_train)
+  ref = clf.score((x_test - mean) / std, y_test)
+  assert ours > 0.9 and abs(ours - ref) < 0.04, (ours, ref)
+
+
+def test_linear_probe_seeded_and_validates_shapes():
+  rng = np.random.default_rng(4)
+  x, y = _clustered(rng, 200, 3, 8, spread=2.0)
+  kwargs = dict(num_classes=3, epochs=5, batch_size=32, seed=7)
+  a = evaluate.linear_probe_accuracy(x[:150], y[:150], x[150:], y[150:], **kwargs)
+  b = evaluate.linear_probe_accuracy(x[:150], y[:150], x[150:], y[150:], **kwargs)
+  assert a == b
+  with pytest.raises(ValueError):
+    evaluate.linear_probe_accuracy(x[:150], y[:140], x[150:], y[150:], **kwargs)
+  with pytest.raises(ValueError):
+    evaluate.linear_probe_accuracy(x[:150], y[:150], x[150:, :4], y[150:], **kwargs)
+
+
+def test_compute_embeddings_drops_padding_and_keeps_order():
+  inputs = np.arange(10, dtype=np.float32)[:, None] * np.ones([1, 3], np.float32)
+  labels = np.arange(10) % 3
+  batches = []
+  for start in range(0, 10, 4):  # 4 + 4 + 2 real rows, last batch padded with row 0
+    idx = np.arange(start, start + 4)
+    mask = idx < 10
+    idx = np.where(mask, idx, 0)
+    batches.append({"input": inputs[idx], "label": labels[idx], "mask": mask})
+  out = evaluate.compute_embeddings(lambda x: {"a": x * 2.0, "b": x[:, :1]}, batches)
+  np.testing.assert_array_equal(out["a"], inputs * 2.0)
+  np.testing.assert_array_equal(out["b"], inputs[:, :1])
+  np.testing.assert_array_equal(out["label"], labels)
+
+
+class _TinyNet(nn.Module):
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    h = nn.Dense(4)(x)
+    h = nn.BatchNorm(use_running_average=not train, momentum=0.9)(h)
+    return {"backbone": h, "projector": nn.Dense(2)(h)}
+
+
+def test_extract_features_eval_and_train_mode_batchnorm():
+  net = _TinyNet()
+  x = np.random.default_rng(5).normal(size=[8, 3]).astype(np.float32)
+  variables = net.init(jax.random.key(0), x, train=False)
+  stats = variables["batch_stats"]["BatchNorm_0"]
+  variables = {"params": variables["params"], "batch_stats": {"BatchNorm_0": {
+      "mean": stats["mean"] + 0.5, "var": stats["var"] * 2.0}}}  # non-trivial running stats
+  dense = variables["params"]["Dense_0"]
+  bn = variables["params"]["BatchNorm_0"]
+  h = x @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
+  running = variables["batch_stats"]["BatchNorm_0"]
+  expect_eval = (h - running["mean"]) / np.sqrt(running["var"] + 1e-5) * bn["scale"] + bn["bias"]
+  expect_train = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5) * bn["scale"] + bn["bias"]
+  batches = [{"input": x, "label": np.zeros(8, np.int32), "mask": np.ones(8, bool)}]
+  got_eval = evaluate.extract_features(net.apply, variables, batches)
+  got_train = evaluate.extract_features(net.apply, variables, batches, train_mode_bn=True)
+  np.testing.assert_allclose(got_eval["backbone"], expect_eval, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got_train["backbone"], expect_train, rtol=1e-4, atol=1e-4)
+  assert got_train["projector"].shape == (8, 2)
+  assert not np.allclose(got_eval["backbone"], got_train["backbone"])
