@@ -1,0 +1,434 @@
+"""SSL augmentations in pure JAX: per-example keys, jit- and vmap-able, on the device.
+
+The ops act on ONE image [H, W, C] float in [0, 1] (C = 1 or 3) and follow torchvision's
+semantics, which the reference uses (PAPER.md §4):
+
+- `random_resized_crop`: torchvision's RandomResizedCrop box sampling (10 tries of
+  area ~ U(scale) * H * W and log-aspect ~ U(log ratio), integer box, centre-crop
+  fallback), resampled to the input size with bilinear interpolation (half-pixel
+  centres, edge-clamped inside the box). Boxes never exceed the image, so resampling
+  only upsamples and PIL's antialiasing would change nothing.
+- colour jitter: brightness x*f (multiplicative, as torchvision; dm-pix's
+  `adjust_brightness` is ADDITIVE, offered as brightness_mode='additive'), contrast
+  blends with the mean grey level (torchvision; dm-pix's `adjust_contrast` uses per-channel
+  means), saturation blends with the grey image (torchvision; dm-pix goes through HSV),
+  hue shifts the HSV hue by a fraction of a turn (as torchvision; own closed form, since
+  dm-pix's `adjust_hue` miscomputed under jit after fused blends, see `adjust_hue`);
+  every op clamps to [0, 1] as torchvision does on floats. Factors ~ U[max(0, 1-s), 1+s],
+  hue ~ U[-h, h].
+  jitter_mode 'random_order' (torchvision RandomApply(ColorJitter, p)): ONE coin with
+  jitter_prob for the whole jitter, the four ops in a random order per example.
+  jitter_mode 'independent': each op has its own probability (`*_prob`), fixed order
+  brightness, contrast, saturation, hue.
+- grayscale (`pix.rgb_to_grayscale`: 0.2989 R + 0.587 G + 0.114 B, as torchvision on
+  tensors; kept 3-channel), Gaussian blur
+  (`pix.gaussian_blur`, sigma ~ U(blur_sigma), kernel ~10% of the side; deviation:
+  zero padding where torchvision reflects), solarize (`pix.solarize`), additive noise.
+- One-channel images (digits): saturation, hue and grayscale are no-ops.
+
+`two_views(key, images, *, recipe)` maps [B, H, W, C] (uint8 or float) to two float32
+views; example i of view v uses key fold_in(fold_in(key, v), example_ids[i]), so a view
+does not depend on how the batch is split over devices if global ids are passed.
+"""
+
+import dataclasses
+import math
+from typing import NamedTuple, Optional, Tuple, Union
+
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+
+from jnorm import errors
+
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewRecipe:
+  """Augmentations of one view. Frozen, so it can be a static argument of jit."""
+  crop_scale: Optional[Tuple[float, float]] = (0.2, 1.0)  # None: no crop
+  crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
+  flip_prob: float = 0.5
+  brightness: float = 0.0
+  contrast: float = 0.0
+  saturation: float = 0.0
+  hue: float = 0.0
+  jitter_mode: str = "random_order"  # or "independent"
+  jitter_prob: float = 0.8  # random_order: one coin for the whole jitter
+  brightness_prob: float = 0.8  # independent mode only
+  contrast_prob: float = 0.8
+  saturation_prob: float = 0.8
+  hue_prob: float = 0.8
+  brightness_mode: str = "multiplicative"  # or "additive" (x + U[-b, b])
+  grayscale_prob: float = 0.0
+  blur_prob: float = 0.0
+  blur_sigma: Tuple[float, float] = (0.1, 2.0)
+  solarize_prob: float = 0.0
+  solarize_threshold: float = 0.5
+  noise_std: float = 0.0
+
+
+class Recipe(NamedTuple):
+  """The two views' augmentations (equal for symmetric recipes)."""
+  view1: ViewRecipe
+  view2: ViewRecipe
+
+
+def _symmetric(view: ViewRecipe) -> Recipe:
+  return Recipe(view, view)
+
+
+_CIFAR_REFERENCE = ViewRecipe(
+    crop_scale=(0.2, 1.0), flip_prob=0.5, brightness=0.4, contrast=0.4, saturation=0.4,
+    hue=0.1, jitter_prob=0.8, grayscale_prob=0.2)
+_BYOL = ViewRecipe(
+    crop_scale=(0.08, 1.0), flip_prob=0.5, brightness=0.4, contrast=0.4, saturation=0.2,
+    hue=0.1, jitter_prob=0.8, grayscale_prob=0.2)
+RECIPES = {
+    # PAPER.md §4: the reference's CIFAR pipeline (no blur, no normalisation).
+    "cifar_reference": _symmetric(_CIFAR_REFERENCE),
+    # SimCLR's ImageNet recipe (Chen et al. 2020, appendix A).
+    "simclr": _symmetric(dataclasses.replace(
+        _CIFAR_REFERENCE, crop_scale=(0.08, 1.0), brightness=0.8, contrast=0.8,
+        saturation=0.8, hue=0.2, blur_prob=0.5)),
+    # BYOL's asymmetric views (Grill et al. 2020, table 6): blur 1.0 / 0.1, solarize 0 / 0.2.
+    "byol": Recipe(dataclasses.replace(_BYOL, blur_prob=1.0),
+                   dataclasses.replace(_BYOL, blur_prob=0.1, solarize_prob=0.2)),
+    # NOTES.md's digits prototype: crop 0.5-1, no flip, brightness +-0.2, contrast
+    # 0.6-1.4 (always), noise 0.05.
+    "digits": _symmetric(ViewRecipe(
+        crop_scale=(0.5, 1.0), flip_prob=0.0, brightness=0.2, contrast=0.4,
+        jitter_mode="independent", brightness_prob=1.0, contrast_prob=1.0,
+        brightness_mode="additive", noise_std=0.05)),
+}
+
+
+def get_recipe(name: Union[str, Recipe]) -> Recipe:
+  """The preset `name` (see RECIPES); a `Recipe` passes through unchanged."""
+  if isinstance(name, Recipe):
+    return name
+  errors.check_choice("augment.recipe", name, RECIPES)
+  return RECIPES[name]
+
+
+# ---------------------------------------------------------------- geometry
+
+_CROP_TRIES = 10  # torchvision's RandomResizedCrop tries 10 boxes before its fallback
+
+
+def crop_box_from_uniforms(u: jax.Array, height: int, width: int, *, scale, ratio) -> jax.Array:
+  """torchvision RandomResizedCrop.get_params from u ~ U[0, 1) [2 * 10 + 2].
+
+  Returns int32 [4] box (top, left, h, w): the first of 10 tries with area ~ U(scale) * H * W
+  and log-aspect ~ U(log ratio) that fits, at a uniform integer position; if none fits,
+  the largest centred box with the aspect clamped to `ratio`.
+  """
+  t = _CROP_TRIES
+  area = height * width * (scale[0] + (scale[1] - scale[0]) * u[:t])
+  log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+  aspect = jnp.exp(log_lo + (log_hi - log_lo) * u[t:2 * t])
+  w = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
+  h = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
+  ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+  first = jnp.argmax(ok)  # first valid try (as torchvision's loop)
+  in_ratio = width / height
+  if in_ratio < ratio[0]:
+    fw, fh = width, int(round(width / ratio[0]))
+  elif in_ratio > ratio[1]:
+    fw, fh = int(round(height * ratio[1])), height
+  else:
+    fw, fh = width, height
+  found = ok.any()
+  h = jnp.where(found, h[first], fh)
+  w = jnp.where(found, w[first], fw)
+  # torch.randint(0, H - h + 1) as floor(u * (H - h + 1)); centred for the fallback.
+  top = jnp.minimum(jnp.floor(u[2 * t] * (height - h + 1)).astype(jnp.int32), height - h)
+  left = jnp.minimum(jnp.floor(u[2 * t + 1] * (width - w + 1)).astype(jnp.int32), width - w)
+  top = jnp.where(found, top, (height - h) // 2)
+  left = jnp.where(found, left, (width - w) // 2)
+  return jnp.stack([top, left, h, w]).astype(jnp.int32)
+
+
+def crop_box(key: jax.Array, height: int, width: int, *, scale, ratio) -> jax.Array:
+  """A random torchvision-style crop box, int32 [4] (top, left, h, w)."""
+  u = jax.random.uniform(key, [2 * _CROP_TRIES + 2])
+  return crop_box_from_uniforms(u, height, width, scale=scale, ratio=ratio)
+
+
+def _interp_matrix(start, length, in_size: int, out_size: int) -> jax.Array:
+  """[out_size, in_size] bilinear weights resampling [start, start+length) to out_size."""
+  o = jnp.arange(out_size, dtype=jnp.float32)
+  src = start + (o + 0.5) * (length / out_size) - 0.5  # half-pixel centres
+  src = jnp.clip(src, start, start + length - 1)  # clamp inside the box (edge replicate)
+  grid = jnp.arange(in_size, dtype=jnp.float32)
+  return jnp.maximum(0.0, 1.0 - jnp.abs(src[:, None] - grid[None, :]))
+
+
+def resized_crop(image: jax.Array, box: jax.Array) -> jax.Array:
+  """Crops box (top, left, h, w) of image [H, W, C] and resizes it back to [H, W, C]."""
+  height, width = image.shape[:2]
+  box = box.astype(jnp.float32)
+  ry = _interp_matrix(box[0], box[2], height, height)
+  rx = _interp_matrix(box[1], box[3], width, width)
+  return jnp.einsum("oy,yxc,px->opc", ry, image, rx)
+
+
+def random_resized_crop(key, image, *, scale, ratio=(3 / 4, 4 / 3)):
+  """Random box (torchvision's sampling) resampled to the input size: [H, W, C]."""
+  box = crop_box(key, image.shape[0], image.shape[1], scale=scale, ratio=ratio)
+  return resized_crop(image, box)
+
+
+def random_flip(key, image, *, prob=0.5):
+  """Mirrors [H, W, C] left-right with probability `prob`."""
+  return jnp.where(jax.random.bernoulli(key, prob), image[:, ::-1], image)
+
+
+# ---------------------------------------------------------------- colour
+
+def grayscale(image: jax.Array) -> jax.Array:
+  """Luma 0.2989 R + 0.587 G + 0.114 B [H, W, 1] of RGB [H, W, 3]; 1 channel: unchanged."""
+  if image.shape[-1] == 1:
+    return image
+  return pix.rgb_to_grayscale(image, keep_dims=False)  # [H, W, 1]
+
+
+def adjust_brightness(image, factor):
+  """torchvision: clamp(x * factor) (multiplicative, unlike dm-pix's additive delta)."""
+  return jnp.clip(image * factor, 0.0, 1.0)
+
+
+def adjust_contrast(image, factor):
+  """torchvision: blend with the mean grey level of the whole image, then clamp."""
+  mean = jnp.mean(grayscale(image))
+  return jnp.clip(factor * image + (1.0 - factor) * mean, 0.0, 1.0)
+
+
+def adjust_saturation(image, factor):
+  """torchvision: blend with the grey image, then clamp; no-op for 1 channel."""
+  if image.shape[-1] == 1:
+    return image
+  return jnp.clip(factor * image + (1.0 - factor) * grayscale(image), 0.0, 1.0)
+
+
+def adjust_hue(image, delta, *, channel_axis: int = -1):
+  """Shifts HSV hue by `delta` turns (torchvision's hue_factor); no-op for 1 channel.
+
+  HSV -> RGB uses the closed form channel_n = V - C clip(min(k, 4 - k), 0, 1),
+  k = (n + 6 h) mod 6, n = 5, 3, 1. The hue sector comes from ONE decision per pixel
+  (r >= g, b; else g >= b), not from
+  equality tests against a separately computed max (as dm-pix's `adjust_hue` does):
+  under jit, XLA:CPU may fuse and round the max and the channels differently, and those
+  equality tests then picked wrong sectors (colours off by 0.5, seen in a test).
+  """
+  if image.shape[channel_axis] == 1:
+    return image
+  r, g, b = jnp.split(image, 3, axis=channel_axis)
+  v = jnp.maximum(jnp.maximum(r, g), b)
+  c = v - jnp.minimum(jnp.minimum(r, g), b)
+  inv_c = 1.0 / jnp.where(c > 0, c, 1.0)
+  r_max = (r >= g) & (r >= b)  # one sector decision per pixel
+  g_max = ~r_max & (g >= b)
+  h6 = jnp.where(r_max, (g - b) * inv_c,
+                 jnp.where(g_max, (b - r) * inv_c + 2.0, (r - g) * inv_c + 4.0))
+  h6 = jnp.where(c > 0, h6, 0.0) + 6.0 * delta
+  h6 = h6 - 6.0 * jnp.floor(h6 / 6.0)  # mod 6 (jnp.mod is slower on XLA:CPU)
+  shape = [1] * image.ndim
+  shape[channel_axis] = 3
+  k = jnp.reshape(jnp.array([5.0, 3.0, 1.0]), shape) + h6  # in [1, 11]
+  k = jnp.where(k >= 6.0, k - 6.0, k)
+  return jnp.clip(v - c * jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0), 0.0, 1.0)
+
+
+_JITTER_UNIFORMS = 12  # 4 strengths, 4 coins, 4 order keys
+
+
+def _jitter_coefficients(u: jax.Array, view: ViewRecipe):
+  """Sampled jitter as blend coefficients [3, 4] and a hue shift, from u [4] ~ U[0, 1).
+
+  Brightness, contrast and saturation are each y = clip(a x + b mean(grey) + c grey + d)
+  (a clamped affine blend): brightness (f, 0, 0, 0) or additive (1, 0, 0, delta),
+  contrast (f, 1-f, 0, 0), saturation (f, 0, 1-f, 0). Rows: brightness, contrast,
+  saturation. Factors ~ U[max(0, 1-s), 1+s], hue ~ U[-h, h] (torchvision ColorJitter).
+  """
+  def factor(v, s):
+    lo = max(0.0, 1.0 - s)
+    return lo + (1.0 + s - lo) * v
+
+  errors.check_choice("augment.brightness_mode", view.brightness_mode,
+                      ("multiplicative", "additive"))
+  if view.brightness_mode == "additive":
+    bright = jnp.stack([1.0, 0.0, 0.0, view.brightness * (2.0 * u[0] - 1.0)])
+  else:
+    bright = jnp.stack([factor(u[0], view.brightness), 0.0, 0.0, 0.0])
+  fc, fs = factor(u[1], view.contrast), factor(u[2], view.saturation)
+  contrast = jnp.stack([fc, 1.0 - fc, 0.0, 0.0])
+  saturation = jnp.stack([fs, 0.0, 1.0 - fs, 0.0])
+  hue = view.hue * (2.0 * u[3] - 1.0)
+  return jnp.stack([bright, contrast, saturation]), hue
+
+
+def _grey_planar(planes):
+  """Grey [1, H, W] of planar [C, H, W] (C = 1 or 3), torchvision's weights."""
+  if planes.shape[0] == 1:
+    return planes
+  return (0.2989 * planes[0] + 0.587 * planes[1] + 0.114 * planes[2])[None]
+
+
+def _blend(image, coef):
+  """clip(a x + b mean(grey) + c grey + d) for coef = (a, b, c, d); planar [C, H, W]."""
+  grey = _grey_planar(image)
+  out = coef[0] * image + coef[1] * jnp.mean(grey) + coef[2] * grey + coef[3]
+  return jnp.clip(out, 0.0, 1.0)
+
+
+_IDENTITY = (1.0, 0.0, 0.0, 0.0)  # blend coefficients of the identity
+
+
+def jitter_plan(u: jax.Array, view: ViewRecipe, num_channels: int):
+  """The sampled jitter from u [12] ~ U[0, 1): (coefs [3, 4], hue, position [4], enabled [4]).
+
+  position[i] is the step (0-3) at which op i (0 brightness, 1 contrast, 2 saturation,
+  3 hue) acts; enabled[i] says whether it acts. 'random_order': position = the rank of
+  u[8 + i] among u[8:12] (a uniform random permutation), enabled = strength > 0 and ONE
+  coin u[4] < jitter_prob for all four; 'independent': positions 0, 1, 2, 3 and op i's
+  own coin u[4 + i] < its probability.
+  """
+  errors.check_choice("augment.jitter_mode", view.jitter_mode, ("random_order", "independent"))
+  coefs, hue = _jitter_coefficients(u[:4], view)
+  strengths = jnp.array([view.brightness, view.contrast, view.saturation, view.hue])
+  if view.jitter_mode == "random_order":
+    keys = u[8:12]
+    # Rank by counting (ties have probability ~0): no sort, which is slow on XLA:CPU.
+    position = jnp.sum(keys[None, :] < keys[:, None], axis=1)
+    enabled = (strengths > 0) & (u[4] < view.jitter_prob)
+  else:
+    position = jnp.arange(4)
+    probs = jnp.array([view.brightness_prob, view.contrast_prob, view.saturation_prob,
+                       view.hue_prob])
+    enabled = (strengths > 0) & (u[4:8] < probs)
+  if num_channels == 1:  # saturation and hue do nothing to a grey image
+    enabled = enabled & jnp.array([True, True, False, False])
+  return coefs, hue, position, enabled
+
+
+def color_jitter_from_uniforms(u: jax.Array, image: jax.Array, *, view: ViewRecipe):
+  """Colour jitter of [H, W, C] per `view.jitter_mode`, from u [12] ~ U[0, 1).
+
+  Equal, op for op, to applying adjust_brightness / contrast / saturation / hue in the
+  order of `jitter_plan`, but cheap under vmap: the three blends share one formula with
+  per-example coefficients (`_blend`), so a per-example random order needs no
+  all-branches `lax.switch`. The blends, in their order without hue, fill three slots;
+  the slots run in two passes, the first doing those before hue and the second those
+  after it (identity coefficients elsewhere: clip(x) = x on [0, 1]); hue is computed
+  once. Without hue (strength 0 or one channel) a single pass runs.
+  """
+  coefs, hue_delta, position, enabled = jitter_plan(u, view, image.shape[-1])
+  use_hue = view.hue > 0 and image.shape[-1] == 3
+  # Planar [C, H, W] inside: the blends then run on contiguous planes (~1.5x faster on
+  # XLA:CPU than channels-last, where every op strides over C = 3).
+  image = jnp.moveaxis(image, -1, 0)
+  hue_pos = position[3]  # number of ops before hue
+  blend_pos = position[:3] - (position[3] < position[:3])  # rank among the blends, 0-2
+  # slot s holds the enabled blend of rank s (one-hot: no gather); else the identity.
+  onehot = ((blend_pos[None, :] == jnp.arange(3)[:, None]) & enabled[None, :3])
+  onehot = onehot.astype(coefs.dtype)  # [slot, op]
+  identity = jnp.asarray(_IDENTITY)
+  slot_coefs = onehot @ coefs + (1.0 - onehot.sum(1, keepdims=True)) * identity  # [3, 4]
+  x = image
+  if not use_hue:
+    for slot in range(3):
+      x = _blend(x, slot_coefs[slot])
+    return jnp.moveaxis(x, 0, -1)
+  for slot in range(3):  # blends before hue
+    x = _blend(x, jnp.where(slot < hue_pos, slot_coefs[slot], identity))
+  x = jnp.where(enabled[3], adjust_hue(x, hue_delta, channel_axis=0), x)
+  for slot in range(3):  # blends after hue
+    x = _blend(x, jnp.where(slot >= hue_pos, slot_coefs[slot], identity))
+  return jnp.moveaxis(x, 0, -1)
+
+
+def color_jitter(key, image, *, view: ViewRecipe):
+  """Colour jitter of [H, W, C] (see `color_jitter_from_uniforms`)."""
+  u = jax.random.uniform(key, [_JITTER_UNIFORMS])
+  return color_jitter_from_uniforms(u, image, view=view)
+
+
+def _blur_kernel_size(height: int) -> int:
+  return max(3, 2 * (height // 20) + 1)  # odd, ~10% of the side (SimCLR: 23 px at 224)
+
+
+# ---------------------------------------------------------------- pipelines
+
+# One uniform draw per example and view, sliced into the ops' fields (one threefry call
+# per image instead of one per op: halves the compile time and runs faster).
+_U_CROP = slice(0, 2 * _CROP_TRIES + 2)
+_U_FLIP = 22
+_U_JITTER = slice(23, 23 + _JITTER_UNIFORMS)
+_U_GRAY, _U_BLUR, _U_SIGMA, _U_SOLARIZE = 35, 36, 37, 38
+_NUM_UNIFORMS = 39
+
+
+def augment_image(key: jax.Array, image: jax.Array, *, view: ViewRecipe) -> jax.Array:
+  """One augmented view of one image [H, W, C] float in [0, 1] -> float32 [H, W, C]."""
+  u = jax.random.uniform(key, [_NUM_UNIFORMS])
+  x = image.astype(jnp.float32)
+  if view.crop_scale is not None:
+    box = crop_box_from_uniforms(u[_U_CROP], x.shape[0], x.shape[1], scale=view.crop_scale,
+                                 ratio=view.crop_ratio)
+    x = resized_crop(x, box)
+  if view.flip_prob > 0:
+    x = jnp.where(u[_U_FLIP] < view.flip_prob, x[:, ::-1], x)
+  if max(view.brightness, view.contrast, view.saturation, view.hue) > 0:
+    x = color_jitter_from_uniforms(u[_U_JITTER], x, view=view)
+  if view.grayscale_prob > 0 and x.shape[-1] == 3:
+    x = jnp.where(u[_U_GRAY] < view.grayscale_prob, jnp.broadcast_to(grayscale(x), x.shape), x)
+  if view.blur_prob > 0:
+    lo, hi = view.blur_sigma
+    sigma = lo + (hi - lo) * u[_U_SIGMA]
+    blurred = jnp.clip(pix.gaussian_blur(x, sigma, _blur_kernel_size(x.shape[0])), 0.0, 1.0)
+    x = jnp.where(u[_U_BLUR] < view.blur_prob, blurred, x)
+  if view.solarize_prob > 0:
+    x = jnp.where(u[_U_SOLARIZE] < view.solarize_prob,
+                  pix.solarize(x, view.solarize_threshold), x)
+  if view.noise_std > 0:
+    noise = jax.random.normal(jax.random.fold_in(key, 1), x.shape)
+    x = jnp.clip(x + view.noise_std * noise, 0.0, 1.0)
+  return x
+
+
+def to_float(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] -> float32 [0, 1]; float inputs are cast to float32."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
+
+
+def augment_batch(key, images, *, view: ViewRecipe, example_ids=None):
+  """Augments [B, H, W, C]; example i uses fold_in(key, example_ids[i]) (default i)."""
+  images = to_float(images)
+  if example_ids is None:
+    example_ids = jnp.arange(images.shape[0])
+  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, example_ids)
+  return jax.vmap(lambda k, x: augment_image(k, x, view=view))(keys, images)
+
+
+def two_views(key: jax.Array, images: jax.Array, *, recipe: Union[str, Recipe],
+              example_ids: Optional[jax.Array] = None) -> Tuple[jax.Array, jax.Array]:
+  """Two augmented views of a batch, for SSL.
+
+  Args:
+    key: a typed PRNG key (jax.random.key), e.g. fold_in(run_key, step).
+    images: [B, H, W, C] uint8 or float in [0, 1].
+    recipe: a preset name (see RECIPES) or a `Recipe`; static under jit.
+    example_ids: int [B] global example positions (default arange(B)); pass the global
+      positions of a device's shard to make views independent of the device count.
+  Returns:
+    (v1, v2): float32 [B, H, W, C] in [0, 1].
+  """
+  recipe = get_recipe(recipe)
+  v1 = augment_batch(jax.random.fold_in(key, 0), images, view=recipe.view1,
+                     example_ids=example_ids)
+  v2 = augment_batch(jax.random.fold_in(key, 1), images, view=recipe.view2,
+                     example_ids=example_ids)
+  return v1, v2

@@ -1,0 +1,102 @@
+"""The fields `config.data` accepts, their defaults, and their validation.
+
+Only `load_dataset` reads a config; everything below it takes explicit arguments.
+Fields (every one optional; a missing field takes the default below):
+
+  name               'digits' (embedded, offline default) | 'spherical' | 'cifar10' |
+                     'cifar100' | 'oxford_flowers102' | 'cars196' | 'imagenette'.
+  data_dir           TFDS data directory (None: TFDS's default, ~/tensorflow_datasets).
+  image_size         output side in pixels (None: the source's default: digits 16,
+                     CIFAR 32, other TFDS sets 64).
+  channels           1 or 3 for digits (None: 1); TFDS images are always 3.
+  resize             'shorter_side_crop' (shorter side to image_size, then a centre
+                     crop: keeps the aspect ratio; the default) or 'direct' (squash).
+  in_memory          TFDS only: decode + resize every image once at load and hold
+                     uint8 arrays (None: auto, when the train split fits in 2 GiB).
+  test_fraction      digits: fraction of examples held out as the test
+                     split (stratified); 0.2766 gives digits' 1300 / 497.
+  split_seed         seed of the stratified train/test split (digits).
+  long_tail_ratio    imbalance ratio r: class i keeps int(long_tail_max * r**-i) train
+                     examples (0 or None: off). CIFAR-10-LT: 1.5; CIFAR-100-LT: 1.03365.
+  long_tail_max      n_max (None: the smallest class count of the train split).
+  long_tail_seed     seed of the order in which each class's first k are kept.
+  train_classes      list of labels kept in the TRAIN split only (None: all); the test
+                     split is untouched, for novelty analyses ("train on 0-7").
+  spherical_*        the synthetic source (PAPER.md §2.3): class_weights (1:2:4:8),
+                     num_train (2000), num_test (1000), latent_dim, observed_dim,
+                     noise_std, scale, seed (samples), structure_seed (class means and
+                     observation matrix, shared by train and test).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from jnorm import errors
+
+TFDS_NAMES = ("cifar10", "cifar100", "oxford_flowers102", "cars196", "imagenette")
+NAMES = ("digits", "spherical") + TFDS_NAMES
+RESIZE_MODES = ("shorter_side_crop", "direct")
+
+
+def get_config_defaults() -> ml_collections.ConfigDict:
+  """Returns a ConfigDict holding every field `config.data` accepts, with defaults."""
+  return ml_collections.ConfigDict({
+      "name": "digits",
+      "data_dir": config_dict.placeholder(str),
+      "image_size": config_dict.placeholder(int),
+      "channels": config_dict.placeholder(int),
+      "resize": "shorter_side_crop",
+      "in_memory": config_dict.placeholder(bool),
+      "test_fraction": 497 / 1797,
+      "split_seed": 0,
+      "long_tail_ratio": 0.0,
+      "long_tail_max": config_dict.placeholder(int),
+      "long_tail_seed": 0,
+      "train_classes": config_dict.placeholder(tuple),
+      "spherical_class_weights": (1.0, 2.0, 4.0, 8.0),
+      "spherical_num_train": 2000,
+      "spherical_num_test": 1000,
+      "spherical_latent_dim": 10,
+      "spherical_observed_dim": 64,
+      "spherical_noise_std": 1.0,
+      "spherical_scale": 10.0,
+      "spherical_seed": 0,
+      "spherical_structure_seed": 0,
+  })
+
+
+def resolve_config(cfg) -> ml_collections.ConfigDict:
+  """Merges `cfg` (ConfigDict, dict or None) onto the defaults and validates it.
+
+  Raises:
+    ConfigError: a field is unknown or a value is out of range (one line, with the fix).
+  """
+  merged = get_config_defaults().to_dict()
+  given = {} if cfg is None else dict(cfg.items())
+  for key, value in given.items():
+    if key not in merged:
+      raise errors.ConfigError(
+          f"config.data.{key} is not a known field; use one of {sorted(merged)!r}")
+    if isinstance(value, ml_collections.ConfigDict):
+      value = value.to_dict()
+    merged[key] = value
+  if merged["train_classes"] is not None:
+    merged["train_classes"] = tuple(int(c) for c in merged["train_classes"])
+  out = ml_collections.ConfigDict(merged)
+  errors.check_choice("data.name", out.name, NAMES)
+  errors.check_choice("data.resize", out.resize, RESIZE_MODES)
+  if out.image_size is not None:
+    errors.check_positive("data.image_size", out.image_size)
+  if out.channels is not None:
+    errors.check_choice("data.channels", out.channels, (1, 3))
+  if not 0.0 < out.test_fraction < 1.0:
+    raise errors.ConfigError(
+        f"config.data.test_fraction={out.test_fraction!r} must be in (0, 1), e.g. 0.2766")
+  if out.long_tail_ratio:
+    if out.long_tail_ratio < 1.0:
+      raise errors.ConfigError(
+          f"config.data.long_tail_ratio={out.long_tail_ratio!r} must be >= 1 "
+          "(e.g. 1.5 for CIFAR-10-LT) or 0 to turn the long tail off")
+  if out.long_tail_max is not None:
+    errors.check_positive("data.long_tail_max", out.long_tail_max)
+  return out
