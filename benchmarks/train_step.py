@@ -1,0 +1,195 @@
+"""Throughput of the SimCLR ResNet-18 CIFAR train step: jnorm (xla / gemm conv) vs torch.
+
+The step (the same as `/work/shared/bench/torch_baseline.py step`): random images
+held in memory, both views [B, 32, 32, 3] through ResNet-18 (CIFAR stem) + projector
+512->128->128 (no BN) in two separate forward passes (BN statistics per view, as
+the reference), the reference's one-directional InfoNCE (t = 0.5), backward, SGD
+(momentum 0.9, lr 0.6, coupled weight decay 1e-6 on every parameter, as torch.optim.SGD).
+No data loading or augmentation is timed.
+
+The torch baseline runs as a subprocess (its own warm-up, its own median) in rounds
+interleaved with the jnorm timings, so that the machine's load hits both alike.
+Compilation is untimed; every figure is the median over all timed steps.
+
+  python benchmarks/train_step.py                       # batch 128, 3 rounds x 3 steps
+  python benchmarks/train_step.py --quick               # batch 16, 2 steps: smoke test
+  python benchmarks/train_step.py --impls gemm --rounds 1 --no-torch
+
+Threads: XLA:CPU runs its intra-op (Eigen) pool on every core it sees; with
+`--threads 1` this script sets `--xla_cpu_multi_thread_eigen=false
+intra_op_parallelism_threads=1`, otherwise it leaves the default pool (os.cpu_count()
+threads) and passes `--threads` to torch.set_num_threads. Prints one line per figure,
+then one JSON line.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+DEFAULT_TORCH_PYTHON = "/work/torchvenv/bin/python"
+TORCH_SCRIPT = "/work/shared/bench/torch_baseline.py"
+
+
+def parse_args(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--batch", type=int, default=128, help="pairs per step")
+  ap.add_argument("--image", type=int, default=32)
+  ap.add_argument("--steps", type=int, default=3, help="timed steps per round and system")
+  ap.add_argument("--warmup", type=int, default=1, help="untimed steps after compiling")
+  ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+  ap.add_argument("--threads", type=int, default=2)
+  ap.add_argument("--impls", default="xla,gemm", help="comma list of conv_impl values")
+  ap.add_argument("--torch-python",
+                  default=os.environ.get("JNORM_TORCH_PYTHON", DEFAULT_TORCH_PYTHON))
+  ap.add_argument("--no-torch", action="store_true", help="skip the torch baseline")
+  ap.add_argument("--quick", action="store_true", help="batch 16, 2 steps, 1 round")
+  args = ap.parse_args(argv)
+  if args.quick:
+    args.batch, args.steps, args.rounds, args.warmup = 16, 2, 1, 1
+  return args
+
+
+def configure_xla_threads(threads: int) -> str:
+  """Sets XLA_FLAGS for the thread count (before jax is imported); returns the flags."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  if threads == 1:
+    flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+  os.environ["XLA_FLAGS"] = flags.strip()
+  return os.environ["XLA_FLAGS"]
+
+
+def make_jnorm_step(conv_impl: str, *, batch: int, image: int, seed: int = 0):
+  """Returns (step, state, views): a jitted SimCLR step with a donated state."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from jnorm import losses, models
+
+  cfg = models.default_model_config()
+  cfg.backbone, cfg.stem, cfg.conv_impl = "resnet18", "cifar", conv_impl
+  cfg.projector_dims, cfg.projector_bn, cfg.predictor_hidden = (128, 128), False, 0
+  net = models.build_ssl_net(cfg)
+  key_init, key_x1, key_x2 = jax.random.split(jax.random.key(seed), 3)
+  shape = (batch, image, image, 3)
+  views = (jax.random.normal(key_x1, shape), jax.random.normal(key_x2, shape))
+  variables = net.init(key_init, views[0][:2], train=True)
+  # torch.optim.SGD(lr, momentum=0.9, weight_decay=1e-6): decay added to the gradient
+  # of every parameter (BN and biases too), then heavy-ball momentum.
+  tx = optax.chain(optax.add_decayed_weights(1e-6), optax.sgd(0.6, momentum=0.9))
+  state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
+
+  def loss_fn(params, batch_stats, x1, x2):
+    out1, mut = net.apply({"params": params, "batch_stats": batch_stats}, x1,
+                          train=True, mutable=["batch_stats"])
+    # Second view through the updated running stats, as two torch forward passes.
+    out2, mut = net.apply({"params": params, "batch_stats": mut["batch_stats"]}, x2,
+                          train=True, mutable=["batch_stats"])
+    loss = losses.infonce_loss(out1["projector"], out2["projector"], temperature=0.5)
+    return loss, mut["batch_stats"]
+
+  def step(state, x1, x2):
+    params, batch_stats, opt_state = state
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch_stats, x1, x2)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+
+  step = jax.jit(step, donate_argnums=0)
+  return step, state, views
+
+
+def time_jnorm(runner, steps: int) -> list[float]:
+  import jax
+  step, state, views = runner["step"], runner["state"], runner["views"]
+  times = []
+  for _ in range(steps):
+    t0, c0 = time.perf_counter(), time.process_time()
+    state, loss = step(state, *views)
+    jax.block_until_ready((state, loss))
+    times.append(time.perf_counter() - t0)
+    # CPU seconds of this process (all threads): less sensitive than wall time to
+    # other processes competing for the cores, but counts spin-waiting threads.
+    runner.setdefault("cpu_times", []).append(time.process_time() - c0)
+  runner["state"], runner["loss"] = state, float(loss)
+  return times
+
+
+def run_torch(args) -> dict | None:
+  cmd = [args.torch_python, TORCH_SCRIPT, "step", "--batch", str(args.batch),
+         "--image", str(args.image), "--steps", str(args.steps),
+         "--threads", str(args.threads)]
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  if proc.returncode != 0:
+    print(f"torch baseline failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+    return None
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  xla_flags = configure_xla_threads(args.threads)
+  import jax
+  torch_ok = (not args.no_torch and os.path.exists(args.torch_python)
+              and os.path.exists(TORCH_SCRIPT))
+  if not args.no_torch and not torch_ok:
+    print(f"torch baseline unavailable ({args.torch_python} or {TORCH_SCRIPT} missing); "
+          "reporting jnorm alone")
+  impls = [s for s in args.impls.split(",") if s]
+  runners = {}
+  for impl in impls:
+    step, state, views = make_jnorm_step(impl, batch=args.batch, image=args.image)
+    t0 = time.perf_counter()
+    runner = {"step": step, "state": state, "views": views}
+    time_jnorm(runner, 1 + args.warmup)  # compile + warm-up, untimed
+    runner["compile_s"] = time.perf_counter() - t0
+    runner["times"], runner["cpu_times"] = [], []
+    runners[impl] = runner
+  torch_times = []
+  for r in range(args.rounds):
+    if torch_ok:
+      res = run_torch(args)
+      if res is not None:
+        torch_times += res["step_times_s"]
+        print(f"round {r}: torch median {res['median_step_s']:.3f} s/step", flush=True)
+    for impl, runner in runners.items():
+      times = time_jnorm(runner, args.steps)
+      runner["times"] += times
+      print(f"round {r}: jnorm {impl} median {statistics.median(times):.3f} s/step",
+            flush=True)
+
+  result = {"batch": args.batch, "image": args.image, "threads": args.threads,
+            "cpu_count": os.cpu_count(), "xla_flags": xla_flags,
+            "backend": jax.default_backend(), "rounds": args.rounds,
+            "steps_per_round": args.steps}
+  torch_pps = None
+  if torch_times:
+    med = statistics.median(torch_times)
+    torch_pps = args.batch / med
+    result["torch"] = {"median_step_s": round(med, 4), "pairs_per_sec": round(torch_pps, 3),
+                       "n": len(torch_times)}
+    print(f"torch        : {med:8.3f} s/step  {torch_pps:7.2f} pairs/s")
+  for impl, runner in runners.items():
+    med = statistics.median(runner["times"])
+    pps = args.batch / med
+    entry = {"median_step_s": round(med, 4), "pairs_per_sec": round(pps, 3),
+             "n": len(runner["times"]), "compile_s": round(runner["compile_s"], 1),
+             "median_cpu_s": round(statistics.median(runner["cpu_times"]), 4),
+             "last_loss": round(runner["loss"], 4)}
+    line = (f"jnorm {impl:7s}: {med:8.3f} s/step  {pps:7.2f} pairs/s  "
+            f"(cpu {entry['median_cpu_s']:.2f} s/step)")
+    if torch_pps:
+      entry["ratio_to_torch"] = round(pps / torch_pps, 3)
+      line += f"  ratio jnorm/torch {pps / torch_pps:.2f}"
+    result[f"jnorm_{impl}"] = entry
+    print(line)
+  print(json.dumps(result))
+  return result
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,73 @@
+"""Build an `SSLNet` from a model config (the only place the model config is read)."""
+
+import jax.numpy as jnp
+import ml_collections
+
+from jnorm.errors import check_choice, check_positive
+from jnorm.models.conv import IMPLEMENTATIONS
+from jnorm.models.heads import Predictor, Projector, SSLNet
+from jnorm.models.resnet import STEMS, ResNet18, ResNet34, ResNet50, SmallResNet
+
+BACKBONES = {
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
+    "resnet50": ResNet50,
+    "small_resnet": SmallResNet,
+}
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """The model fields of a training config, with the SimCLR CIFAR reference values.
+
+  Fields:
+    backbone: 'resnet18' | 'resnet34' | 'resnet50' | 'small_resnet'.
+    stem: 'cifar' (3x3 stride 1, no max-pool) | 'imagenet' (7x7 stride 2 + max-pool).
+    zero_init_residual: last BN scale of each residual block starts at 0.
+    projector_dims: Dense widths of the projector ((128, 128) SimCLR; (2048,)*3 SimSiam).
+    projector_bn: BN after each projector layer (False SimCLR; True SimSiam/BYOL).
+    predictor_hidden: predictor bottleneck width; 0 = no predictor (SimCLR).
+    compute_dtype: 'float32' | 'bfloat16' (convolutions only; BN and outputs stay f32).
+    conv_impl: 'auto' (GEMM on CPU, native conv elsewhere) | 'xla' | 'gemm'.
+    bn_axis_name: mesh axis for synced BatchNorm; the trainer sets it (None = local).
+  """
+  cfg = ml_collections.ConfigDict()
+  cfg.backbone = "resnet18"
+  cfg.stem = "cifar"
+  cfg.zero_init_residual = True
+  cfg.projector_dims = (128, 128)
+  cfg.projector_bn = False
+  cfg.predictor_hidden = 0
+  cfg.compute_dtype = "float32"
+  cfg.conv_impl = "auto"
+  cfg.bn_axis_name = ml_collections.config_dict.placeholder(str)
+  return cfg
+
+
+def build_ssl_net(cfg: ml_collections.ConfigDict) -> SSLNet:
+  """The SSL network described by `cfg` (fields of `default_model_config`).
+
+  The predictor, when `predictor_hidden > 0`, maps back to `projector_dims[-1]`.
+  Raises `jnorm.errors.ConfigError` on an unknown name or a bad width.
+  """
+  check_choice("model.backbone", cfg.backbone, BACKBONES)
+  check_choice("model.stem", cfg.stem, STEMS)
+  check_choice("model.compute_dtype", cfg.compute_dtype, COMPUTE_DTYPES)
+  check_choice("model.conv_impl", cfg.conv_impl, IMPLEMENTATIONS)
+  dims = tuple(int(d) for d in cfg.projector_dims)
+  check_positive("model.projector_dims (count)", len(dims))
+  for d in dims:
+    check_positive("model.projector_dims", d)
+  check_positive("model.predictor_hidden", cfg.predictor_hidden, allow_zero=True)
+  axis_name = cfg.get("bn_axis_name", None)
+  backbone = BACKBONES[cfg.backbone](
+      stem=cfg.stem, zero_init_residual=bool(cfg.zero_init_residual),
+      bn_axis_name=axis_name, dtype=COMPUTE_DTYPES[cfg.compute_dtype],
+      conv_impl=cfg.conv_impl)
+  projector = Projector(features=dims, use_bn=bool(cfg.projector_bn),
+                        bn_axis_name=axis_name)
+  predictor = None
+  if cfg.predictor_hidden:
+    predictor = Predictor(hidden=int(cfg.predictor_hidden), features=dims[-1],
+                          bn_axis_name=axis_name)
+  return SSLNet(backbone=backbone, projector=projector, predictor=predictor)
