@@ -24,20 +24,17 @@ Expected on digits (NOTES.md's prototype): bucket Spearman 0.6-0.9, novelty AURO
 with projector norms, lower (~0.65) with backbone norms.
 """
 
-import importlib.util
 import os
 
 import ml_collections
 from ml_collections import config_dict
 
+from jnorm import jobs
+
 
 def _load_config(filename: str, arg=None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of a sibling config file (configs/default.py, simclr.py, ...)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), filename)
-  spec = importlib.util.spec_from_file_location(f"_jnorm_config_{filename[:-3]}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg is not None else module.get_config()
+  return jobs.load_config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), filename), arg)
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:

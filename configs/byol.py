@@ -9,20 +9,12 @@ one with τ = 0.99 (fixed; `--config.byol.tau_schedule=cosine` for BYOL's τ -> 
 The reference's BYOL loop crashes (PAPER.md §5); this one does not.
 """
 
-import importlib.util as _ilu
-import os as _os
+import os
 
+from jnorm import jobs
 
-def _sibling(name):
-  """Loads configs/<name>.py by path (works whatever the working directory)."""
-  spec = _ilu.spec_from_file_location(
-      f"jnorm_config_{name}", _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), f"{name}.py"))
-  module = _ilu.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-_simsiam = _sibling('simsiam')
+_simsiam = jobs.load_config_module(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "simsiam.py"))
 
 
 def get_config(arg=None):

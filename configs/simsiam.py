@@ -11,20 +11,12 @@ epochs. GradScale, if on, rescales the predictor outputs' gradients (jnorm.metho
 `digits`: SmallResNet with a 128-wide projector/predictor; `smoke`: a few steps.
 """
 
-import importlib.util as _ilu
-import os as _os
+import os
 
+from jnorm import jobs
 
-def _sibling(name):
-  """Loads configs/<name>.py by path (works whatever the working directory)."""
-  spec = _ilu.spec_from_file_location(
-      f"jnorm_config_{name}", _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), f"{name}.py"))
-  module = _ilu.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-_simclr = _sibling('simclr')
+_simclr = jobs.load_config_module(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "simclr.py"))
 
 
 def get_config(arg=None):

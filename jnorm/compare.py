@@ -50,6 +50,7 @@ import ml_collections
 import numpy as np
 
 from jnorm import errors
+from jnorm.jobs import load_config_file  # re-exported: comparison configs use it
 from jnorm import io as jio
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
@@ -357,22 +358,6 @@ def _nan_to_none(obj):
 def compare_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Job "compare": see the module docstring."""
   return run_comparison(config, workdir)
-
-
-def load_config_file(path: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of a config file (e.g. configs/default.py as a comparison's base).
-
-  Comparison configs call it with a path next to themselves:
-  `load_config_file(os.path.join(os.path.dirname(__file__), 'default.py'))`.
-  """
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  if not os.path.exists(path):
-    raise errors.ConfigError(f"base training config {path} does not exist; check the path")
-  name = "_jnorm_cfg_" + os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
 
 
 def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_variants,

@@ -7,7 +7,9 @@ that a simulation does not pay for importing the training stack.
 """
 
 import importlib
-from typing import Callable
+import importlib.util
+import os
+from typing import Callable, Optional
 
 import ml_collections
 
@@ -41,3 +43,21 @@ def run_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise errors.ConfigError(
         "config has no field 'job'; set it to one of " + ", ".join(sorted(JOBS)))
   return get_job(config.job)(config, workdir)
+
+
+def load_config_module(path: str):
+  """Imports a config file by path (configs/ is not a package); configs build on each
+  other with it, e.g. configs/byol.py starts from configs/simsiam.py."""
+  if not os.path.exists(path):
+    raise errors.ConfigError(f"config file {path} does not exist; check the path")
+  name = "_jnorm_cfg_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config_file(path: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config file at `path` (`get_config()` when arg is empty)."""
+  module = load_config_module(path)
+  return module.get_config(arg) if arg else module.get_config()
