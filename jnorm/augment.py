@@ -432,3 +432,35 @@ def two_views(key: jax.Array, images: jax.Array, *, recipe: Union[str, Recipe],
   v2 = augment_batch(jax.random.fold_in(key, 1), images, view=recipe.view2,
                      example_ids=example_ids)
   return v1, v2
+
+
+# ---------------------------------------------------------------- vectors
+
+# Name of the view recipe for vector data ([B, D], e.g. data.name='spherical').
+VECTOR_NOISE = "vector_noise"
+
+
+def noisy_views(key: jax.Array, x: jax.Array, *, relative_std: float = 0.5,
+                example_ids: Optional[jax.Array] = None) -> Tuple[jax.Array, jax.Array]:
+  """Two views of vectors by additive Gaussian noise, for SSL on non-image data.
+
+  view = x + relative_std * rms(x) * eps, eps ~ N(0, I), with rms(x) = ‖x‖ / sqrt(D)
+  per example, so the noise is scale-free. Keyed per (view, example id) as two_views.
+
+  Args:
+    key: a typed PRNG key.
+    x: [B, D] vectors.
+    relative_std: noise std relative to each vector's root-mean-square entry.
+    example_ids: int [B] global example positions (default arange(B)).
+  Returns:
+    (v1, v2): float32 [B, D].
+  """
+  x = x.astype(jnp.float32)
+  ids = jnp.arange(x.shape[0]) if example_ids is None else example_ids
+  rms = jnp.linalg.norm(x, axis=-1, keepdims=True) / jnp.sqrt(x.shape[-1])
+
+  def view(view_key):
+    keys = jax.vmap(lambda i: jax.random.fold_in(view_key, i))(ids)
+    eps = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:]))(keys)
+    return x + relative_std * rms * eps
+  return view(jax.random.fold_in(key, 0)), view(jax.random.fold_in(key, 1))

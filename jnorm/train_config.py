@@ -11,7 +11,7 @@ Fields (`defaults()` holds them all; configs/*.py start from it):
     'repulsion'; loss.temperature (SimCLR).
   model.*: `jnorm.models.default_model_config()` fields (bn_axis_name is set here).
   data.*: `jnorm.data.get_config_defaults()` fields.  augment: recipe name ('none' = no
-    augmentation: both views are the input).
+    augmentation: both views are the input; 'vector_noise' for vector data).
   batch_size (global, split over devices and processes); num_epochs (may be fractional:
     steps = round(num_epochs * steps_per_epoch)).
   optim.{name 'sgd'|'lars', learning_rate, momentum, nesterov, weight_decay,
@@ -101,7 +101,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     errors.check_choice("loss.name", config.loss.name, methods.CONTRASTIVE_LOSSES)
     errors.check_positive("loss.temperature", config.loss.temperature)
   from jnorm import augment  # pylint: disable=g-import-not-at-top
-  errors.check_choice("augment", config.augment, tuple(augment.RECIPES) + ("none",))
+  errors.check_choice("augment", config.augment,
+                      tuple(augment.RECIPES) + ("none", augment.VECTOR_NOISE))
   errors.check_positive("batch_size", config.batch_size)
   errors.check_positive("num_epochs", config.num_epochs)
   o = config.optim

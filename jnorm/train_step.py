@@ -112,6 +112,8 @@ def augment_fn_from_recipe(recipe_name: Optional[str]) -> Callable:
   if recipe_name in (None, "none"):
     return lambda key, ids, images: (images, images)
   from jnorm import augment  # pylint: disable=g-import-not-at-top
+  if recipe_name == augment.VECTOR_NOISE:
+    return lambda key, ids, x: augment.noisy_views(key, x, example_ids=ids)
   recipe = augment.get_recipe(recipe_name)
   return lambda key, ids, images: augment.two_views(key, images, recipe=recipe,
                                                     example_ids=ids)

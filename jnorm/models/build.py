@@ -6,6 +6,7 @@ import ml_collections
 from jnorm.errors import check_choice, check_positive
 from jnorm.models.conv import IMPLEMENTATIONS
 from jnorm.models.heads import Predictor, Projector, SSLNet
+from jnorm.models.mlp import MLPBackbone
 from jnorm.models.resnet import STEMS, ResNet18, ResNet34, ResNet50, SmallResNet
 
 BACKBONES = {
@@ -13,6 +14,7 @@ BACKBONES = {
     "resnet34": ResNet34,
     "resnet50": ResNet50,
     "small_resnet": SmallResNet,
+    "mlp": MLPBackbone,  # vector inputs (data.name='spherical'); widths: mlp_features
 }
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -21,7 +23,8 @@ def default_model_config() -> ml_collections.ConfigDict:
   """The model fields of a training config, with the SimCLR CIFAR reference values.
 
   Fields:
-    backbone: 'resnet18' | 'resnet34' | 'resnet50' | 'small_resnet'.
+    backbone: 'resnet18' | 'resnet34' | 'resnet50' | 'small_resnet' | 'mlp' (vectors).
+    mlp_features: hidden widths of the 'mlp' backbone (Dense + BN + ReLU each).
     stem: 'cifar' (3x3 stride 1, no max-pool) | 'imagenet' (7x7 stride 2 + max-pool).
     zero_init_residual: last BN scale of each residual block starts at 0.
     projector_dims: Dense widths of the projector ((128, 128) SimCLR; (2048,)*3 SimSiam).
@@ -33,6 +36,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   """
   cfg = ml_collections.ConfigDict()
   cfg.backbone = "resnet18"
+  cfg.mlp_features = (64, 64)
   cfg.stem = "cifar"
   cfg.zero_init_residual = True
   cfg.projector_dims = (128, 128)
@@ -60,8 +64,13 @@ def build_ssl_net(cfg: ml_collections.ConfigDict) -> SSLNet:
     check_positive("model.projector_dims", d)
   check_positive("model.predictor_hidden", cfg.predictor_hidden, allow_zero=True)
   axis_name = cfg.get("bn_axis_name", None)
+  extra = {}
+  if cfg.backbone == "mlp":
+    extra["features"] = tuple(int(w) for w in cfg.get("mlp_features", (64, 64)))
+    for w in extra["features"]:
+      check_positive("model.mlp_features", w)
   backbone = BACKBONES[cfg.backbone](
-      stem=cfg.stem, zero_init_residual=bool(cfg.zero_init_residual),
+      **extra, stem=cfg.stem, zero_init_residual=bool(cfg.zero_init_residual),
       bn_axis_name=axis_name, dtype=COMPUTE_DTYPES[cfg.compute_dtype],
       conv_impl=cfg.conv_impl)
   projector = Projector(features=dims, use_bn=bool(cfg.projector_bn),
