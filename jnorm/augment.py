@@ -20,7 +20,7 @@ semantics, which the reference uses (PAPER.md §4):
   jitter_prob for the whole jitter, the four ops in a random order per example.
   jitter_mode 'independent': each op has its own probability (`*_prob`), fixed order
   brightness, contrast, saturation, hue.
-- grayscale (`pix.rgb_to_grayscale`: 0.2989 R + 0.587 G + 0.114 B, as torchvision on
+- grayscale (a weighted sum with `pix.rgb_to_grayscale`'s weights: 0.2989 R + 0.587 G + 0.114 B, as torchvision on
   tensors; kept 3-channel), Gaussian blur
   (`pix.gaussian_blur`, sigma ~ U(blur_sigma), kernel ~10% of the side; deviation:
   zero padding where torchvision reflects), solarize (`pix.solarize`), additive noise.
@@ -187,10 +187,15 @@ def random_flip(key, image, *, prob=0.5):
 # ---------------------------------------------------------------- colour
 
 def grayscale(image: jax.Array) -> jax.Array:
-  """Luma 0.2989 R + 0.587 G + 0.114 B [H, W, 1] of RGB [H, W, 3]; 1 channel: unchanged."""
+  """Luma 0.2989 R + 0.587 G + 0.114 B [H, W, 1] of RGB [H, W, 3]; 1 channel: unchanged.
+
+  Written as a weighted sum rather than with `pix.rgb_to_grayscale` (same weights): its
+  `tensordot` with a 3-vector becomes a dot that XLA:CPU does not fuse under vmap, and
+  the CIFAR recipe ran 2.8x slower with it (37.8 vs 13.5 ms for 2 x 256 views).
+  """
   if image.shape[-1] == 1:
     return image
-  return pix.rgb_to_grayscale(image, keep_dims=False)  # [H, W, 1]
+  return (0.2989 * image[..., 0:1] + 0.587 * image[..., 1:2] + 0.114 * image[..., 2:3])
 
 
 def adjust_brightness(image, factor):
