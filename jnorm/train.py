@@ -84,7 +84,7 @@ def _check_finite(metrics: dict, step: int, last_saved) -> None:
   if bad:
     kept = f"checkpoint of step {last_saved} kept" if last_saved is not None else "no checkpoint"
     raise errors.NonFiniteError(
-        f"non-finite {', '.join(bad)} at step {step} ({kept}); lower optim.learning_rate "
+        f"non-finite {', '.join(bad)} detected at step {step} ({kept}); lower optim.learning_rate "
         "or the GradScale power, then rerun (it resumes from the kept checkpoint)")
 
 
@@ -164,19 +164,26 @@ def _run(config, workdir: str, *, primary: bool) -> dict:
       primary and config.progress_bar), unit="step", dynamic_ncols=True)
   train_start, metrics = time.time(), {}
   for step in range(start_step, run.total_steps):
-    state, metrics = run.train_step(state, ts.shard_batch(next(batches), mesh))
-    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    _check_finite(metrics, step, last_saved)
+    state, device_metrics = run.train_step(state, ts.shard_batch(next(batches), mesh))
     done = step + 1
     bar.update(1)
-    bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-    if done % config.log_every_steps == 0 or done == run.total_steps:
-      writer.write(done, metrics)
     epoch, rest = divmod(done, run.steps_per_epoch)
     needs_eval = rest == 0 and epoch in eval_epochs and done < run.total_steps
-    if done % config.checkpoint_every_steps == 0 or done == run.total_steps or needs_eval:
+    needs_save = done % config.checkpoint_every_steps == 0 or done == run.total_steps
+    needs_log = done % config.log_every_steps == 0 or done == run.total_steps
+    if not (needs_log or needs_save or needs_eval):
+      continue  # no host sync: the next step is dispatched while this one runs
+    # A non-finite step leaves non-finite parameters behind (param_norm stays NaN/inf),
+    # so checking whenever metrics are fetched, and always before a save, is enough to
+    # never write a bad checkpoint.
+    metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    _check_finite(metrics, step, last_saved)
+    bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+    if needs_log:
+      writer.write(done, metrics)
+    if needs_save or needs_eval:
       state_host = ts.local_copy(state)
-    if done % config.checkpoint_every_steps == 0 or done == run.total_steps:
+    if needs_save:
       checkpointer.save(done, state_host)
       last_saved = done
     if needs_eval:
