@@ -50,7 +50,7 @@ print(json.dumps({"median_s": statistics.median(times), "times_s": times,
 
 def time_jnorm(batch_size: int, repeats: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  from jnorm import augment  # pylint: disable=g-import-not-at-top
+  from jnorm import augment
   images = np.random.default_rng(0).integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8)
   images = jax.device_put(images)
   fn = jax.jit(lambda key, x: augment.two_views(key, x, recipe="cifar_reference"))

@@ -21,7 +21,8 @@ accuracy is expected to fall once training goes on; early epochs are what is com
 
 import os
 
-from jnorm import compare
+from jnorm import jobs
+from jnorm.jobs import compare
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,7 +44,7 @@ def _variants(norms):
 
 def get_config(arg=None):
   if arg in (None, ""):
-    base = compare.load_config_file(os.path.join(_HERE, "simclr.py"), "cifar10")
+    base = jobs.load_config_file(os.path.join(_HERE, "simclr.py"), "cifar10")
     variants = _variants(("default", "cut3", "gs1"))
     return compare.comparison_config(
         base=base, variants=variants, run_variants=list(variants), seeds=(0, 1, 2),
@@ -52,7 +53,7 @@ def get_config(arg=None):
   if arg not in ("digits", "smoke"):
     raise ValueError(f"configs/compare_attraction.py: unknown argument {arg!r}; use "
                      "':digits', ':smoke' or none")
-  base = compare.load_config_file(os.path.join(_HERE, "default.py"),
+  base = jobs.load_config_file(os.path.join(_HERE, "default.py"),
                                    "smoke" if arg == "smoke" else None)
   base.progress_bar = False
   variants = _variants(("default", "cut3last", "gs1"))

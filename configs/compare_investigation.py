@@ -29,7 +29,8 @@ Seeds: `--config.seeds=0,1` (default 0 only, for compute).
 
 import os
 
-from jnorm import compare
+from jnorm import jobs
+from jnorm.jobs import compare
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -77,7 +78,7 @@ def get_config(arg=None):
   if study not in STUDIES:
     raise ValueError(f"configs/compare_investigation.py: unknown study {study!r}; use one "
                      f"of {sorted(STUDIES)}")
-  base = compare.load_config_file(os.path.join(_HERE, "default.py"))
+  base = jobs.load_config_file(os.path.join(_HERE, "default.py"))
   base.data.image_size = 8  # digits' native resolution: 4x cheaper convolutions
   base.num_epochs = 4.0
   base.optim.warmup_epochs = 1.0

@@ -26,14 +26,15 @@ Several hosts: see jnorm/compare.py (`--config.process_index/process_count`).
 
 import os
 
-from jnorm import compare
+from jnorm import jobs
+from jnorm.jobs import compare
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_config(arg=None):
   if arg in (None, ""):
-    base = compare.load_config_file(os.path.join(_HERE, "simclr.py"), "cifar10")
+    base = jobs.load_config_file(os.path.join(_HERE, "simclr.py"), "cifar10")
     base.batch_size = 512  # the reference's GradScale example
     variants = {
         "default": {},
@@ -49,7 +50,7 @@ def get_config(arg=None):
   if arg not in ("digits", "smoke"):
     raise ValueError(f"configs/compare_reference.py: unknown argument {arg!r}; use "
                      "':digits', ':smoke' or none")
-  base = compare.load_config_file(os.path.join(_HERE, "default.py"),
+  base = jobs.load_config_file(os.path.join(_HERE, "default.py"),
                                    "smoke" if arg == "smoke" else None)
   base.progress_bar = False
   variants = {

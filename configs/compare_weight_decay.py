@@ -19,7 +19,8 @@ steps; not timed here, see configs/compare_reference.py for the per-run cost) ad
 
 import os
 
-from jnorm import compare
+from jnorm import jobs
+from jnorm.jobs import compare
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -38,7 +39,7 @@ def get_config(arg=None):
   method = "simsiam" if "simsiam" in args else "simclr"
   sweep = dict(SWEEPS[method])
   if "smoke" in args:
-    base = compare.load_config_file(os.path.join(_HERE, "default.py"), "smoke")
+    base = jobs.load_config_file(os.path.join(_HERE, "default.py"), "smoke")
     base.progress_bar = False
     return compare.comparison_config(
         base=base, variants={k: {"optim": {"weight_decay": v}} for k, v in sweep.items()},
@@ -46,17 +47,17 @@ def get_config(arg=None):
         title="smoke weight-decay sweep")
   if "digits" in args:
     if method == "simclr":
-      base = compare.load_config_file(os.path.join(_HERE, "default.py"))
+      base = jobs.load_config_file(os.path.join(_HERE, "default.py"))
       sweep["wd1e-3"] = 1e-3
     else:
-      base = compare.load_config_file(os.path.join(_HERE, "simsiam.py"), "digits")
+      base = jobs.load_config_file(os.path.join(_HERE, "simsiam.py"), "digits")
     base.data.image_size = 8
     base.num_epochs = 8.0
     base.eval.every_epochs = 1
     base.progress_bar = False
     seeds, epochs = (0, 1), (1, 2, 4, 8)
   else:
-    base = compare.load_config_file(os.path.join(_HERE, f"{method}.py"), "cifar10")
+    base = jobs.load_config_file(os.path.join(_HERE, f"{method}.py"), "cifar10")
     seeds, epochs = (0, 1, 2), (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
   variants = {k: {"optim": {"weight_decay": v}} for k, v in sweep.items()}
   return compare.comparison_config(

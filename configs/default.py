@@ -15,7 +15,7 @@ bank holds only 130 digits per class (with k = 200 every vote mixes classes).
 `:smoke`: a few steps at batch 32 (CI-sized, well under a minute).
 """
 
-from jnorm import train_config
+from jnorm.training import config as train_config
 
 
 def get_config(arg=None):

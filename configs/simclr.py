@@ -14,7 +14,7 @@ lr² peak. Needs the TFDS dataset prepared (see the error message otherwise).
 `digits`: configs/default.py's settings. `smoke`: a few steps on a tiny batch.
 """
 
-from jnorm import train_config
+from jnorm.training import config as train_config
 
 
 def _apply_smoke(config):

@@ -15,7 +15,7 @@ A vector-data setting: no convolutions, so the norm effects are not mixed with
 BatchNorm'd conv kernels (docs/findings.md §4). `:smoke`: a few steps.
 """
 
-from jnorm import train_config
+from jnorm.training import config as train_config
 
 
 def get_config(arg=None):

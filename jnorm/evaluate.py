@@ -223,9 +223,27 @@ def compute_embeddings(embed_fn: Callable[[np.ndarray], Mapping[str, Any]],
   return result
 
 
+def make_embed_fn(apply_fn: Callable[..., Any], *, train_mode_bn: bool = False) -> Callable:
+  """Jitted (variables, inputs [B, ...]) -> {head: [B, F] float32} of an SSL net.
+
+  train_mode_bn=False runs BatchNorm in eval mode with the statistics in `variables`;
+  True normalises each batch with its own statistics (the statistics are NOT updated),
+  which is what the reference's kNN monitor effectively does when it embeds with the
+  model left in train mode. Build it once per network: every call of the result reuses
+  the compiled function.
+  """
+  def embed(variables, inputs):
+    if train_mode_bn:
+      out, _ = apply_fn(variables, inputs, train=True, mutable=["batch_stats"])
+    else:
+      out = apply_fn(variables, inputs, train=False)
+    return {k: v.astype(jnp.float32) for k, v in out.items()}
+  return jax.jit(embed)
+
+
 def extract_features(apply_fn: Callable[..., Any], variables: Mapping[str, Any],
                      batches: Iterable[Mapping[str, np.ndarray]], *,
-                     train_mode_bn: bool = False) -> dict:
+                     train_mode_bn: bool = False, embed_fn: Callable = None) -> dict:
   """Embeddings of a split straight from a Flax model (no `load_trained` needed).
 
   Args:
@@ -233,24 +251,66 @@ def extract_features(apply_fn: Callable[..., Any], variables: Mapping[str, Any],
       dict of heads, with `mutable=['batch_stats']` also the updated statistics.
     variables: {'params': ..., 'batch_stats': ...}.
     batches: as in `compute_embeddings`.
-    train_mode_bn: False (default) runs BatchNorm in eval mode with the running
-      statistics, as `jnorm.train.load_trained`'s embed_fn does. True normalises each
-      batch with its own statistics (the running statistics are NOT updated), which is
-      what the reference's kNN monitor effectively does when it embeds with the model
-      left in train mode. Then features depend on the batch composition, and the
-      padded rows of the last batch enter its statistics: use a batch size that
-      divides the split, or accept that small difference.
+    train_mode_bn: see `make_embed_fn`. With True, features depend on the batch
+      composition, and the padded rows of the last batch enter its statistics: use a
+      batch size that divides the split, or accept that small difference.
+    embed_fn: a `make_embed_fn(apply_fn, train_mode_bn=...)` result to reuse (saves a
+      compilation when called repeatedly); built here when None.
 
   Returns:
     As `compute_embeddings`.
   """
-  if train_mode_bn:
-    @jax.jit
-    def embed(x):
-      out, _ = apply_fn(variables, x, train=True, mutable=["batch_stats"])
-      return out
-  else:
-    @jax.jit
-    def embed(x):
-      return apply_fn(variables, x, train=False)
-  return compute_embeddings(lambda x: jax.device_get(embed(x)), batches)
+  embed = embed_fn or make_embed_fn(apply_fn, train_mode_bn=train_mode_bn)
+  return compute_embeddings(lambda x: jax.device_get(embed(variables, x)), batches)
+
+
+def make_batch_moments_fn(apply_fn: Callable[..., Any], *, momentum: float = 0.9) -> Callable:
+  """Jitted (variables, inputs) -> each BatchNorm's batch mean and biased variance, in
+  the structure of 'batch_stats' (recovered from one running-average update started at
+  zero: new = (1 - momentum) * batch value)."""
+  def moments(variables, inputs):
+    zeros = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
+    _, mutated = apply_fn({"params": variables["params"], "batch_stats": zeros}, inputs,
+                          train=True, mutable=["batch_stats"])
+    return jax.tree.map(lambda v: v / (1.0 - momentum), mutated["batch_stats"])
+  return jax.jit(moments)
+
+
+def reestimate_batch_stats(apply_fn: Callable[..., Any], variables: Mapping[str, Any],
+                           batches: Iterable[Mapping[str, np.ndarray]], *,
+                           momentum: float = 0.9, moments_fn: Callable = None) -> Any:
+  """BatchNorm statistics of the CURRENT weights, re-estimated on `batches`.
+
+  Early in training the running statistics still hold much of their initial values
+  (mean 0, variance 1: after 10 steps at momentum 0.9, 35% of the running variance is
+  the initial 1), so an eval-mode network describes weights that no longer exist, and a
+  cut network (activation variances far below 1) more wrongly than a default one. This
+  recomputes them as "precise BatchNorm" does: every batch goes through the network in
+  train mode (each layer normalised by its batch statistics), and each BatchNorm's batch
+  mean and variance are averaged over the batches with equal weights.
+
+  Args:
+    apply_fn: `net.apply` of a network whose BatchNorm layers have no mesh axis
+      (`bn_axis_name` None) and use running-average decay `momentum`.
+    variables: {'params', 'batch_stats'}; only the structure of 'batch_stats' is used.
+    batches: {'input': [B, ...], optionally 'mask': [B]}; batches with padded rows are
+      skipped (padding would enter the statistics) unless no full batch exists.
+    momentum: the BatchNorm running-average decay of the network.
+    moments_fn: a `make_batch_moments_fn` result to reuse; built here when None.
+
+  Returns:
+    A 'batch_stats' collection (numpy) with the structure of variables['batch_stats'].
+  """
+  moments_fn = moments_fn or make_batch_moments_fn(apply_fn, momentum=momentum)
+  full, partial = [], []
+  for batch in batches:
+    mask = np.asarray(batch.get("mask", np.ones(len(batch["input"]), bool)), bool)
+    (full if mask.all() else partial).append(np.asarray(batch["input"])[mask])
+  inputs = full or partial
+  if not inputs:
+    raise ValueError("reestimate_batch_stats got no batches; the split is empty")
+  total = None
+  for x in inputs:
+    m = moments_fn(variables, x)
+    total = m if total is None else jax.tree.map(jnp.add, total, m)
+  return jax.tree.map(lambda t: np.asarray(t / len(inputs)), total)

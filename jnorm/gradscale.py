@@ -117,8 +117,8 @@ def scale_by_embedding_norm(power: float) -> optax.GradientTransformation:
 
 
 def embedding_grad_then_vjp(embed_fn: Callable[[Any], Any], params: Any,
-                            loss_fn: Callable[[Any], jax.Array], *,
-                            transform: optax.GradientTransformation):
+                            loss_fn: Callable[..., jax.Array], *,
+                            transform: optax.GradientTransformation, has_aux: bool = False):
   """Loss and parameter gradients with `transform` applied to dL/dz in between.
 
   Computes z = embed_fn(params), g = dL/dz, g' = transform.update(g, init(z), z), then
@@ -127,16 +127,23 @@ def embedding_grad_then_vjp(embed_fn: Callable[[Any], Any], params: Any,
   `loss_fn(gradscale(embed_fn(params), power=p))`.
 
   Args:
-    embed_fn: params -> z, a pytree of [..., D] embeddings (e.g. (z1, z2)).
+    embed_fn: params -> z, a pytree of [..., D] embeddings (e.g. (z1, z2)); with
+      `has_aux`, params -> (z, aux).
     params: network parameters (any pytree).
-    loss_fn: z -> scalar loss.
+    loss_fn: z -> scalar loss; with `has_aux`, (z, aux) -> scalar loss (aux is constant).
     transform: a stateless transform (its state is re-initialised on every call).
+    has_aux: whether `embed_fn` also returns auxiliary outputs.
 
   Returns:
-    (loss, grads), grads with the structure of `params`.
+    (loss, grads), grads with the structure of `params`; with `has_aux`,
+    (loss, grads, aux).
   """
-  z, pull_back = jax.vjp(embed_fn, params)
-  loss, dz = jax.value_and_grad(loss_fn)(z)
+  if has_aux:
+    z, pull_back, aux = jax.vjp(embed_fn, params, has_aux=True)
+    loss, dz = jax.value_and_grad(lambda e: loss_fn(e, aux))(z)
+  else:
+    z, pull_back = jax.vjp(embed_fn, params)
+    loss, dz = jax.value_and_grad(loss_fn)(z)
   dz, _ = transform.update(dz, transform.init(z), z)
   (grads,) = pull_back(dz)
-  return loss, grads
+  return (loss, grads, aux) if has_aux else (loss, grads)

@@ -1,4 +1,9 @@
-"""Small output helpers shared by every job: atomic JSON writes and figures."""
+"""JSON output shared by every job: atomic writes, one convention for non-finite numbers.
+
+JSON has no inf or NaN. Every file jnorm writes stores a non-finite float as `null`
+(never as a large number that a reader could mistake for a measurement); runs that
+produce non-finite metrics stop before writing results (`jnorm.errors.NonFiniteError`).
+"""
 
 import json
 import os
@@ -8,16 +13,16 @@ from typing import Any
 import numpy as np
 
 
-def _to_builtin(obj: Any) -> Any:
-  """Converts numpy / jax scalars and arrays into JSON-serialisable Python values."""
+def to_json(obj: Any) -> Any:
+  """Numpy / jax scalars and arrays as JSON-serialisable Python values; inf and NaN as None."""
   if isinstance(obj, dict):
-    return {str(k): _to_builtin(v) for k, v in obj.items()}
+    return {str(k): to_json(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
-    return [_to_builtin(v) for v in obj]
+    return [to_json(v) for v in obj]
   if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
-    return np.asarray(obj).tolist()
+    return to_json(np.asarray(obj).tolist())
   if isinstance(obj, float) and not np.isfinite(obj):
-    return None if np.isnan(obj) else (1e308 if obj > 0 else -1e308)
+    return None
   return obj
 
 
@@ -28,7 +33,7 @@ def write_json_atomic(path: str, obj: Any) -> None:
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
   try:
     with os.fdopen(fd, "w") as f:
-      json.dump(_to_builtin(obj), f, indent=2, sort_keys=True)
+      json.dump(to_json(obj), f, indent=2, sort_keys=True, allow_nan=False)
       f.write("\n")
       f.flush()
       os.fsync(f.fileno())
@@ -49,23 +54,3 @@ def save_results(workdir: str, results: dict) -> str:
 def load_results(workdir: str) -> dict:
   with open(os.path.join(workdir, "results.json")) as f:
     return json.load(f)
-
-
-def new_figure(*args, **kwargs):
-  """`plt.subplots` on the non-interactive Agg backend (safe on headless machines)."""
-  import matplotlib
-  if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-    matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt.subplots(*args, **kwargs)
-
-
-def save_figure(fig, workdir: str, name: str) -> str:
-  """Saves `fig` as `<workdir>/<name>.png` (150 dpi), closes it and returns the path."""
-  import matplotlib.pyplot as plt
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, f"{name}.png")
-  fig.tight_layout()
-  fig.savefig(path, dpi=150)
-  plt.close(fig)
-  return path

@@ -13,6 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from jnorm import errors
+from jnorm import jobs
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -70,7 +71,6 @@ def main(argv=None) -> int:
   if not _WORKDIR.value:
     _fail("flag --workdir is required, e.g. --workdir /tmp/jnorm_run", 2)
 
-  from jnorm import jobs  # pylint: disable=g-import-not-at-top
   config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
   try:
     os.makedirs(workdir, exist_ok=True)

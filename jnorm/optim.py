@@ -129,8 +129,14 @@ def _keys(path) -> tuple:
   return tuple(str(getattr(k, "key", k)) for k in path)
 
 
-def cut_init(params: Any, *, factor: float, scope: str = "all",
-             include_bn_affine: bool = True, batch_stats: Any = None) -> Any:
+def check_cut(*, cut_factor: float, cut_scope: str) -> None:
+  """The one check of the cut settings: c > 0 (c < 1 scales up) and a known scope."""
+  errors.check_choice("norm.cut_scope", cut_scope, CUT_SCOPES)
+  errors.check_positive("norm.cut_factor", cut_factor)
+
+
+def cut_init(params: Any, *, cut_factor: float, cut_scope: str = "all",
+             cut_bn_affine: bool = True, batch_stats: Any = None) -> Any:
   """Cut-initialization: divides the initial parameters by `factor` (Draganov et al. 2024).
 
   Applied ONCE to freshly initialised parameters, never on resume (the reference
@@ -139,22 +145,23 @@ def cut_init(params: Any, *, factor: float, scope: str = "all",
   Args:
     params: the network's 'params' collection (BatchNorm running statistics live in
       'batch_stats' and are never touched).
-    factor: c >= 1; 1 is a no-op.
-    scope: 'all' divides every parameter; 'last_layer' only the projector's final
+    cut_factor: c > 0; 1 is a no-op, c < 1 multiplies the parameters by 1/c (an
+      initial-scale sweep).
+    cut_scope: 'all' divides every parameter; 'last_layer' only the projector's final
       Dense layer (kernel and bias), which scales the embeddings by 1/c directly.
-    include_bn_affine: with scope 'all', also divide BatchNorm scale/bias. True is the
+    cut_bn_affine: with scope 'all', also divide BatchNorm scale/bias. True is the
       reference's (faithful) behaviour: it divides every parameter.
-    batch_stats: the 'batch_stats' collection; needed with include_bn_affine=False to
+    batch_stats: the 'batch_stats' collection; needed with cut_bn_affine=False to
       tell BatchNorm modules (those with running statistics) from the others.
   """
-  errors.check_choice("norm.cut_scope", scope, CUT_SCOPES)
-  errors.check_positive("norm.cut_factor", factor)
+  check_cut(cut_factor=cut_factor, cut_scope=cut_scope)
+  factor = cut_factor
   if factor == 1.0:
     return params
-  if scope == "last_layer":
+  if cut_scope == "last_layer":
     last = ("projector", last_projector_layer_name(params))
     should_cut = lambda keys: keys[:2] == last
-  elif include_bn_affine:
+  elif cut_bn_affine:
     should_cut = lambda keys: True
   else:
     bn_modules = {_keys(p)[:-1] for p, _ in
@@ -164,9 +171,20 @@ def cut_init(params: Any, *, factor: float, scope: str = "all",
       lambda p, x: x / jnp.asarray(factor, x.dtype) if should_cut(_keys(p)) else x, params)
 
 
-def ema_decay_schedule(*, tau_base: float, total_steps: int, kind: str) -> Callable:
+TAU_SCHEDULES = ("fixed", "cosine")
+
+
+def check_tau(*, tau_base: float, tau_schedule: str) -> None:
+  """The one check of BYOL's EMA settings."""
+  errors.check_choice("byol.tau_schedule", tau_schedule, TAU_SCHEDULES)
+  if not 0 <= tau_base <= 1:
+    raise errors.ConfigError(f"config.byol.tau_base={tau_base!r} must be in [0, 1]")
+
+
+def ema_decay_schedule(*, tau_base: float, total_steps: int, tau_schedule: str) -> Callable:
   """BYOL's target decay τ(step): 'fixed' τ_base, or 'cosine' 1-(1-τ_base)(cos(πk/K)+1)/2."""
-  errors.check_choice("byol.tau_schedule", kind, ("fixed", "cosine"))
+  check_tau(tau_base=tau_base, tau_schedule=tau_schedule)
+  kind = tau_schedule
   if kind == "fixed":
     return lambda step: jnp.asarray(tau_base, jnp.float32)
   # optax's cosine decay from (1 - τ_base) to 0 gives exactly 1 - τ(step).

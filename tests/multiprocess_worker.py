@@ -58,7 +58,8 @@ def run(process_id: int, num_processes: int, port: int):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}",
                                num_processes=num_processes, process_id=process_id)
-  from jnorm import methods, train_step as ts  # pylint: disable=g-import-not-at-top
+  from jnorm import methods
+  from jnorm.training import step as ts
   net = TinyNet(bn_axis_name=ts.AXIS)
   tx = optax.sgd(0.5, momentum=0.9)
   state = ts.create_train_state(net=net, tx=tx, seed=0, sample_input=jnp.zeros((2, 4, 4, 1)))

@@ -8,11 +8,12 @@ import pytest
 import scipy.stats
 import tensorflow_datasets as tfds
 
-from jnorm import analysis
-from jnorm import analysis_job
-from jnorm import analysis_plots
+from jnorm import norms as analysis
+from jnorm.jobs import analysis as analysis_job
+from jnorm.plots import analysis as analysis_plots
 from jnorm import errors
 from jnorm import io
+from jnorm.plots import figures
 from jnorm.data import human_labels
 
 # Hand-made example: min 2, range 10 -> normalised [0, .1, .22, 1, .5, .99, .049, .05]
@@ -91,7 +92,7 @@ def test_class_norm_spearman_monotone():
 
 
 def test_agreement_and_entropy_by_hand():
-  votes = analysis.votes_from_labels(np.array([[1, 1, 2], [0, -1, -1], [3, 2, 1]]),
+  votes = human_labels.votes_from_labels(np.array([[1, 1, 2], [0, -1, -1], [3, 2, 1]]),
                                      num_classes=4)
   np.testing.assert_array_equal(votes, [[0, 2, 1, 0], [1, 0, 0, 0], [0, 1, 1, 1]])
   np.testing.assert_allclose(analysis.annotator_agreement(votes, np.array([1, 0, 0])),
@@ -152,23 +153,23 @@ def test_norm_trajectories_reader(tmp_path):
   lines = [{"step": 1, "loss": 3.0, "norm/projector_mean": 1.0, "grad_norm": 5.0},
            {"step": 2, "loss": 2.5, "norm/projector_mean": 1.5, "norm/backbone_mean": 4.0}]
   path.write_text("\n".join(json.dumps(r) for r in lines) + '\n{"step": 3, "lo')
-  records = analysis_job.read_metrics_jsonl(str(path))
+  records = metrics_writer.read_metrics(str(path))
   assert len(records) == 2  # the line cut short is skipped
-  traj = analysis_job.norm_trajectories(records)
+  traj = analysis.norm_trajectories(records)
   assert sorted(traj) == ["norm/backbone_mean", "norm/projector_mean"]
   np.testing.assert_array_equal(traj["norm/projector_mean"][0], [1, 2])
   np.testing.assert_array_equal(traj["norm/projector_mean"][1], [1.0, 1.5])
-  assert list(analysis_job.norm_trajectories(records, ("loss",))) == ["loss"]
+  assert list(analysis.norm_trajectories(records, ("loss",))) == ["loss"]
   kinds = [{"step": 1, "kind": "train", "norm_z_mean": 2.0, "norm_z_max": 3.0},
            {"step": 1, "kind": "eval", "norm_z_mean": 1.0, "knn_accuracy": 0.5},
            {"step": 2, "kind": "train", "norm_z_mean": 2.5, "norm_z_max": "nan"}]
-  traj = analysis_job.norm_trajectories(kinds)
+  traj = analysis.norm_trajectories(kinds)
   assert sorted(traj) == ["eval/norm_z_mean", "train/norm_z_mean"]
   np.testing.assert_array_equal(traj["train/norm_z_mean"][1], [2.0, 2.5])
-  assert list(analysis_job.norm_trajectories(kinds, ("train/norm_z_max",))) == [
+  assert list(analysis.norm_trajectories(kinds, ("train/norm_z_max",))) == [
       "train/norm_z_max"]
   with pytest.raises(errors.ConfigError, match="norm/backbone_mean"):
-    analysis_job.norm_trajectories(records, ("norm/predictor_mean",))
+    analysis.norm_trajectories(records, ("norm/predictor_mean",))
 
 
 def test_plots_write_pngs(tmp_path):
@@ -187,7 +188,7 @@ def test_plots_write_pngs(tmp_path):
                                                log_y=True),
   }
   for name, fig in figs.items():
-    path = io.save_figure(fig, str(tmp_path), name)
+    path = figures.save_figure(fig, str(tmp_path), name)
     assert os.path.getsize(path) > 1000
 
 
@@ -212,7 +213,7 @@ def _stand_in_load_trained(train_classes):
 def test_analysis_job_wiring_with_stand_in_model(tmp_path, monkeypatch):
   """Every section of the job on digits, with a stand-in model (no training here)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from jnorm import train  # pylint: disable=g-import-not-at-top
+  from jnorm.training import loop as train
   monkeypatch.setattr(train, "load_trained", _stand_in_load_trained(tuple(range(8))))
   run_dir = tmp_path / "run"
   run_dir.mkdir()

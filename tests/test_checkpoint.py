@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jnorm import checkpoint, errors, optim, train_step as ts
+from jnorm import errors, optim
+from jnorm.training import checkpoint
+from jnorm.training import step as ts
 import multiprocess_worker as mw
 
 

@@ -10,7 +10,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jnorm import compare
+from jnorm import jobs
+from jnorm.jobs import compare
 from jnorm import errors
 
 
@@ -140,9 +141,9 @@ def test_run_comparison_resumes_and_splits_hosts(tmp_path):
 
 def test_smoke_comparison_with_the_real_trainer(tmp_path):
   """configs/compare_reference.py:smoke: 2 variants x 1 seed through jnorm.train."""
-  from jnorm import jobs  # pylint: disable=g-import-not-at-top
+  from jnorm import jobs
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  config = compare.load_config_file(os.path.join(root, "configs", "compare_reference.py"), "smoke")
+  config = jobs.load_config_file(os.path.join(root, "configs", "compare_reference.py"), "smoke")
   workdir = str(tmp_path)
   headline = jobs.run_job(config, workdir)
   res = _load(workdir)
@@ -204,8 +205,8 @@ _CONFIGS = [("compare_reference.py", a) for a in (None, "digits", "smoke")] + [
 
 @pytest.mark.parametrize("filename,arg", _CONFIGS)
 def test_every_variant_of_every_comparison_config_is_a_valid_training_config(filename, arg):
-  from jnorm import train_config  # pylint: disable=g-import-not-at-top
-  config = compare.load_config_file(os.path.join(_ROOT, "configs", filename), arg)
+  from jnorm.training import config as train_config
+  config = jobs.load_config_file(os.path.join(_ROOT, "configs", filename), arg)
   assert config.job == "compare"
   config.run_variants = ""  # all variants, not only the default selection
   runs = compare.variant_configs(config)

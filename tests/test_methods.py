@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from jnorm import losses, methods, optim, train_step as ts
+from jnorm import losses, methods, optim
+from jnorm.training import step as ts
 import multiprocess_worker as mw
 
 

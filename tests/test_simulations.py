@@ -14,7 +14,7 @@ import pytest
 from jnorm.data import synthetic
 from jnorm.simulations import cosine_descent
 from jnorm.simulations import imbalance
-from jnorm.simulations import jobs
+from jnorm.jobs import simulations as jobs
 from jnorm.simulations import weight_decay
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

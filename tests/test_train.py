@@ -10,7 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from jnorm import checkpoint, io, train
+from jnorm import io
+from jnorm.training import checkpoint
+from jnorm.training import loop as train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 12 steps of batch 64 on 8x8 digits, cut-init c = 2, a checkpoint every 2 steps.

@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from jnorm import methods, optim, train_step as ts
+from jnorm import methods, optim
+from jnorm.training import step as ts
 import multiprocess_worker as mw
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,7 +69,8 @@ _DEVICES_SCRIPT = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
 import jax, jax.numpy as jnp, numpy as np, optax
-from jnorm import losses, methods, train_step as ts
+from jnorm import losses, methods
+from jnorm.training import step as ts
 import multiprocess_worker as mw
 assert jax.device_count() == 4
 x = mw.global_batch(16)

@@ -11,7 +11,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jnorm import jobs, train
+from jnorm import jobs
+from jnorm.training import loop as train
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jnorm import augment, errors, jobs, models, train
+from jnorm import augment, errors, models
+from jnorm import jobs
+from jnorm.training import loop as train
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

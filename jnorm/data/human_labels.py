@@ -119,12 +119,11 @@ def load_tfds_human_labels(name: str, *, data_dir: Optional[str] = None,
 
 
 def _votes(labels: np.ndarray, num_classes: int, source: str = "") -> np.ndarray:
-  from jnorm import analysis  # pylint: disable=g-import-not-at-top
   if labels.size and labels.max() >= num_classes:
     raise errors.ConfigError(
         f"{source}: annotator label {labels.max()} is out of range for {num_classes} "
         f"classes; check the file matches the dataset")
-  return analysis.votes_from_labels(labels, num_classes=num_classes)
+  return votes_from_labels(labels, num_classes=num_classes)
 
 
 def load_label_file(path: str, *, num_classes: int) -> HumanLabels:
@@ -171,3 +170,14 @@ def load_label_file(path: str, *, num_classes: int) -> HumanLabels:
   if np.any(votes.sum(axis=1) <= 0):
     raise errors.ConfigError(f"{path}: some samples have no annotator label at all")
   return HumanLabels(name=path, votes=votes, clean_label=clean)
+
+
+def votes_from_labels(labels, *, num_classes: int) -> np.ndarray:
+  """Vote counts [N, C] from annotator labels [N] or [N, A] (entries < 0 = missing)."""
+  labels = np.asarray(labels, np.int64)
+  if labels.ndim == 1:
+    labels = labels[:, None]
+  votes = np.zeros([labels.shape[0], num_classes])
+  rows, cols = np.nonzero(labels >= 0)
+  np.add.at(votes, (rows, labels[rows, cols]), 1.0)
+  return votes

@@ -4,6 +4,8 @@ TensorBoard files are written with tensorboardX (pure Python; CLU's writers impo
 TensorFlow). Each jsonl line is {"step": s, "kind": "train"|"eval", ...scalars}; lines
 are appended and flushed, so a killed run keeps what it logged. On resume, lines from
 steps after the checkpoint being resumed are dropped (they will be logged again).
+Non-finite values are written as null (the convention of every JSON file jnorm writes).
+`read_metrics` is the one reader of the file.
 """
 
 import json
@@ -33,7 +35,7 @@ class MetricsWriter:
       return
     values = {k: float(v) for k, v in scalars.items()}
     record = {"step": int(step), "kind": kind}
-    record.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
+    record.update({k: (v if math.isfinite(v) else None) for k, v in values.items()})
     with open(self.path, "a") as f:
       f.write(json.dumps(record, sort_keys=True) + "\n")
     if self._tb is not None:
@@ -69,7 +71,10 @@ def _truncate_after(path: str, step: Optional[int]) -> None:
 
 
 def read_metrics(workdir: str, *, kind: Optional[str] = None) -> list:
-  """All records of `<workdir>/metrics.jsonl` (optionally of one kind)."""
+  """All records of `<workdir>/metrics.jsonl` (optionally of one kind), in file order.
+
+  A line cut short by a killed run is skipped; a missing file gives [].
+  """
   path = os.path.join(workdir, "metrics.jsonl")
   records = []
   if os.path.exists(path):
@@ -78,7 +83,7 @@ def read_metrics(workdir: str, *, kind: Optional[str] = None) -> list:
         try:
           rec = json.loads(line)
         except ValueError:
-          continue
+          continue  # a line cut short by a kill
         if kind is None or rec.get("kind") == kind:
           records.append(rec)
   return records

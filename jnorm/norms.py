@@ -212,12 +212,37 @@ def label_entropy(votes) -> np.ndarray:
   return scipy.stats.entropy(votes, axis=-1)
 
 
-def votes_from_labels(labels, *, num_classes: int) -> np.ndarray:
-  """Vote counts [N, C] from annotator labels [N] or [N, A] (entries < 0 = missing)."""
-  labels = np.asarray(labels, np.int64)
-  if labels.ndim == 1:
-    labels = labels[:, None]
-  votes = np.zeros([labels.shape[0], num_classes])
-  rows, cols = np.nonzero(labels >= 0)
-  np.add.at(votes, (rows, labels[rows, cols]), 1.0)
-  return votes
+def norm_trajectories(records: list, keys=()) -> dict:
+  """name -> (steps [T], values [T]) for the norm metrics found in `records`.
+
+  A metric's name is '<kind>/<key>' when records carry a 'kind' ('train' metrics of
+  the augmented views in train mode, 'eval' norms of the test split), else '<key>'.
+  With `keys` empty, every numeric key containing 'norm' (but not grad / param
+  norms; only the '*_mean' ones if there are any) is taken. `keys` may name either
+  form; a requested key that no record has raises a ConfigError listing those there.
+  """
+  def name(record, key):
+    return f"{record['kind']}/{key}" if record.get("kind") else key
+
+  series = {}
+  for r in records:
+    for k, v in r.items():
+      if k not in ("step", "kind") and "step" in r and isinstance(v, (int, float)):
+        series.setdefault(name(r, k), []).append((r["step"], v))
+  available = sorted(series)
+  if keys:
+    missing = [k for k in keys if not any(n == k or n.endswith("/" + k) for n in series)]
+    if missing:
+      raise errors.ConfigError(
+          f"config.trajectory_keys {missing!r} are not in metrics.jsonl; it has "
+          f"{available!r}")
+    chosen = [n for n in available if any(n == k or n.endswith("/" + k) for k in keys)]
+  else:
+    chosen = [n for n in available if "norm" in n and "grad" not in n and "param" not in n]
+    if any(n.endswith("_mean") for n in chosen):  # mean/min/max per head: plot the means
+      chosen = [n for n in chosen if n.endswith("_mean")]
+  out = {}
+  for n in chosen:
+    steps, values = zip(*series[n])
+    out[n] = (np.asarray(steps), np.asarray(values, np.float64))
+  return out

@@ -1,14 +1,14 @@
 """Figures of the norm analyses, in the paper's style (PAPER.md §3).
 
 Each function takes plain arrays and returns a matplotlib Figure (Agg backend, via
-`jnorm.io.new_figure`); the job saves it with `jnorm.io.save_figure`.
+`jnorm.plots.figures.new_figure`); the job saves it with `save_figure`.
 """
 
 from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jnorm import io
+from jnorm.plots.figures import new_figure
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
@@ -30,7 +30,7 @@ def plot_norm_buckets(curves: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndar
   Returns:
     The figure.
   """
-  fig, ax = io.new_figure(figsize=(6.0, 4.0))
+  fig, ax = new_figure(figsize=(6.0, 4.0))
   if curves:
     counts_label = counts_of if counts_of in curves else next(iter(curves))
     centres, _, counts = curves[counts_label]
@@ -61,7 +61,7 @@ def plot_norm_buckets(curves: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndar
 def plot_norm_histograms(groups: Mapping[str, np.ndarray], *, title: str = "",
                          xlabel: str = "embedding norm ||z||", bins: int = 40):
   """Overlaid density histograms of norms (e.g. train, test, novel classes, other data)."""
-  fig, ax = io.new_figure(figsize=(6.0, 4.0))
+  fig, ax = new_figure(figsize=(6.0, 4.0))
   nonempty = {k: np.asarray(v, np.float64) for k, v in groups.items() if np.size(v)}
   if nonempty:
     everything = np.concatenate(list(nonempty.values()))
@@ -82,7 +82,7 @@ def plot_norm_histograms(groups: Mapping[str, np.ndarray], *, title: str = "",
 def plot_class_norms(class_counts: Sequence[int], mean_norms: Sequence[float], *,
                      title: str = ""):
   """Mean embedding norm of each class vs its number of training examples (log x)."""
-  fig, ax = io.new_figure(figsize=(5.0, 4.0))
+  fig, ax = new_figure(figsize=(5.0, 4.0))
   counts = np.asarray(class_counts, np.float64)
   means = np.asarray(mean_norms, np.float64)
   ax.scatter(counts, means)
@@ -102,7 +102,7 @@ def plot_class_norms(class_counts: Sequence[int], mean_norms: Sequence[float], *
 def plot_trajectories(trajectories: Mapping[str, Tuple[np.ndarray, np.ndarray]], *,
                       title: str = "", log_y: bool = False):
   """Metric value vs training step, one line per metric (e.g. norm/projector_mean)."""
-  fig, ax = io.new_figure(figsize=(6.0, 4.0))
+  fig, ax = new_figure(figsize=(6.0, 4.0))
   for label, (steps, values) in trajectories.items():
     ax.plot(steps, values, label=label)
   ax.set_xlabel("training step")

@@ -23,7 +23,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jnorm import methods, optim
+from jnorm import augment
+from jnorm import methods
+from jnorm import optim
 
 AXIS = "batch"
 HEADS = ("backbone", "projector", "predictor")
@@ -67,8 +69,8 @@ def create_train_state(*, net, tx: optax.GradientTransformation, seed: int, samp
   """
   init_key, run_key = jax.random.split(jax.random.key(seed))
   variables = jax.jit(functools.partial(net.init, train=True))(init_key, sample_input)
-  params = optim.cut_init(variables["params"], factor=cut_factor, scope=cut_scope,
-                          include_bn_affine=cut_bn_affine,
+  params = optim.cut_init(variables["params"], cut_factor=cut_factor, cut_scope=cut_scope,
+                          cut_bn_affine=cut_bn_affine,
                           batch_stats=variables.get("batch_stats", {}))
   batch_stats = variables.get("batch_stats", {})
   return TrainState(
@@ -111,7 +113,6 @@ def augment_fn_from_recipe(recipe_name: Optional[str]) -> Callable:
   """
   if recipe_name in (None, "none"):
     return lambda key, ids, images: (images, images)
-  from jnorm import augment  # pylint: disable=g-import-not-at-top
   if recipe_name == augment.VECTOR_NOISE:
     return lambda key, ids, x: augment.noisy_views(key, x, example_ids=ids)
   recipe = augment.get_recipe(recipe_name)
@@ -126,8 +127,8 @@ def _norm_stats(x, axis_name, prefix):
           f"{prefix}_max": jax.lax.pmax(jnp.max(n), axis_name)}
 
 
-def _per_device_step(state: TrainState, batch, *, apply_fn, tx, spec, schedule, augment_fn,
-                     tau_fn, accumulation_steps, sync_batchnorm):
+def _per_device_step(state: TrainState, batch, *, apply_fn, tx, method, spec, schedule,
+                     augment_fn, tau_fn, accumulation_steps, sync_batchnorm):
   axis = AXIS
   step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   images = batch["input"]
@@ -136,8 +137,8 @@ def _per_device_step(state: TrainState, batch, *, apply_fn, tx, spec, schedule, 
   views = augment_fn(step_key, global_ids, images)
 
   loss, grads, aux = methods.loss_and_grads(
-      state.params, state.batch_stats, state.target_params, state.target_batch_stats,
-      views, apply_fn=apply_fn, spec=spec)
+      method, spec, state.params, state.batch_stats, state.target_params,
+      state.target_batch_stats, views, apply_fn=apply_fn)
   # Average over devices: each device's gradient already holds, through the transposes
   # of BatchNorm's pmean and all_gather, its share of every device's loss.
   grads = jax.lax.pmean(grads, axis)
@@ -165,7 +166,7 @@ def _per_device_step(state: TrainState, batch, *, apply_fn, tx, spec, schedule, 
       if head in out:
         metrics.update(_norm_stats(out[head], axis, f"norm_{head}_v{v}"))
   sq_norms = jnp.concatenate([jnp.sum(jnp.square(e), axis=-1) for e in aux["embeddings"]])
-  # The paper's effective step size of an embedding, lr / ‖z‖² (PAPER.md §1).
+  # The paper's effective step size of an embedding, lr / ‖z‖² (docs/paper.md §1).
   metrics["effective_step"] = jax.lax.pmean(jnp.mean(lr / sq_norms), axis)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state, target_params=target_params,
@@ -184,20 +185,10 @@ def make_train_step(*, apply_fn: Callable, tx: optax.GradientTransformation,
   the model's `bn_axis_name` must be `AXIS` when `sync_batchnorm`.
   """
   per_device = functools.partial(
-      _per_device_step, apply_fn=apply_fn, tx=tx, spec=spec, schedule=schedule,
+      _per_device_step, apply_fn=apply_fn, tx=tx, method=methods.get_method(spec.name),
+      spec=spec, schedule=schedule,
       augment_fn=augment_fn, tau_fn=tau_fn, accumulation_steps=accumulation_steps,
       sync_batchnorm=sync_batchnorm)
   sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)),
                           out_specs=(P(), P()), check_vma=False)
   return jax.jit(sharded, donate_argnums=0)
-
-
-def make_eval_embed(apply_fn: Callable) -> Callable:
-  """Jitted (variables, inputs [B, ...]) -> {'backbone','projector'(,'predictor')} in
-  eval mode (BatchNorm running statistics), float32."""
-
-  @jax.jit
-  def embed(variables, inputs):
-    out = apply_fn(variables, inputs, train=False)
-    return {k: v.astype(jnp.float32) for k, v in out.items()}
-  return embed

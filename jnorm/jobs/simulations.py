@@ -16,6 +16,7 @@ import tqdm
 
 from jnorm import errors
 from jnorm import io
+from jnorm.plots import simulations as plots
 from jnorm.data import synthetic
 from jnorm.simulations import cosine_descent
 from jnorm.simulations import imbalance
@@ -54,16 +55,7 @@ def norm_convergence_job(config: ml_collections.ConfigDict, workdir: str) -> dic
              "a": fit["a"], "exponent": fit["exponent"],
              "converged": all(s < config.max_steps for s in steps)}
   io.save_results(workdir, results)
-
-  fig, ax = io.new_figure(figsize=(5, 4))
-  ax.loglog(norms, steps, "o", label="simulation")
-  grid = np.geomspace(min(norms), max(norms), 100)
-  ax.loglog(grid, fit["a"] * grid**2, "-", label=f"fit {fit['a']:.1f}·r²")
-  ax.set_xlabel("initial norm r")
-  ax.set_ylabel("steps to mean cos ≥ 1 - eps")
-  ax.set_title(f"norm effect: steps ∝ r^{fit['exponent']:.2f}")
-  ax.legend()
-  io.save_figure(fig, workdir, "norm_convergence")
+  plots.plot_norm_convergence(results, workdir)
   return {"a": fit["a"], "exponent": fit["exponent"], "steps": steps}
 
 
@@ -82,15 +74,7 @@ def angle_convergence_job(config: ml_collections.ConfigDict, workdir: str) -> di
   results = {"angles": angles, "steps": steps, "radius": config.radius,
              "final_mean_cos": np.asarray(final_cos).tolist()}
   io.save_results(workdir, results)
-
-  fig, ax = io.new_figure(figsize=(5, 4))
-  ax.plot(angles, steps, "o-", label=f"norm {config.radius:g}")
-  ax.axvline(math.pi / 2, color="gray", ls=":", label="π/2")
-  ax.set_xlabel("initial angle θ (rad)")
-  ax.set_ylabel("steps to mean cos ≥ 1 - eps")
-  ax.set_title("opposite-halves effect")
-  ax.legend()
-  io.save_figure(fig, workdir, "angle_convergence")
+  plots.plot_angle_convergence(results, workdir)
   near = int(np.argmin(np.abs(np.asarray(angles) - math.pi / 2)))
   return {"steps_near_half_pi": steps[near], "steps_at_max_angle": steps[-1]}
 
@@ -111,15 +95,7 @@ def gradscale_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
     exponents.append(cosine_descent.fit_power_law(norms, all_steps[-1])["exponent"])
   results = {"powers": powers, "norms": norms, "steps": all_steps, "exponents": exponents}
   io.save_results(workdir, results)
-
-  fig, ax = io.new_figure(figsize=(5, 4))
-  for power, steps, k in zip(powers, all_steps, exponents):
-    ax.loglog(norms, steps, "o-", label=f"p = {power:g}: steps ∝ r^{k:.2f}")
-  ax.set_xlabel("initial norm r")
-  ax.set_ylabel("steps to mean cos ≥ 1 - eps")
-  ax.set_title("GradScale: gradient × ‖z‖^p")
-  ax.legend()
-  io.save_figure(fig, workdir, "gradscale")
+  plots.plot_gradscale(results, workdir)
   return {"exponents": exponents}
 
 
@@ -148,21 +124,7 @@ def weight_decay_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "lr": config.lr, "trajectory_steps": list(range(0, config.num_steps + 1, stride)),
              "trajectories": traj[:, ::stride, :].tolist()}
   io.save_results(workdir, results)
-
-  fig, ax = io.new_figure(figsize=(6, 4))
-  t = np.arange(config.num_steps + 1)
-  for i, lam in enumerate(lams):
-    color = f"C{i}"
-    for j in range(traj.shape[2]):
-      ax.plot(t[::stride], traj[i, ::stride, j], color=color,
-              label=f"λ = {lam:g}" if j == 0 else None)
-    if math.isfinite(heuristic[i]):
-      ax.axhline(heuristic[i], color=color, ls=":", lw=1)
-  ax.set_xlabel("step")
-  ax.set_ylabel("‖z‖ (dotted: (γ sin²θ / 2λ)^¼)")
-  ax.set_title(f"weight decay bounds norm growth (θ = {config.angle:g} rad)")
-  ax.legend()
-  io.save_figure(fig, workdir, "weight_decay")
+  plots.plot_weight_decay(results, traj, workdir)
   return {"ratios": ratios, "equilibrium_norms": measured.tolist()}
 
 
@@ -195,14 +157,6 @@ def imbalance_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "norm_per_seed_per_epoch_per_class": norms.tolist(),
              "loss_per_epoch": epoch_losses.mean(axis=0).tolist()}
   io.save_results(workdir, results)
-
-  fig, ax = io.new_figure(figsize=(6, 4))
-  for c, w in enumerate(weights):
-    ax.plot(mean_curve[:, c], label=f"class {c} (weight {w:g})")
-  ax.set_xlabel("epoch")
-  ax.set_ylabel(f"mean ‖f(x)‖ over class ({len(seeds)} seeds)")
-  ax.set_title("class imbalance: embedding norms")
-  ax.legend()
-  io.save_figure(fig, workdir, "imbalance")
+  plots.plot_imbalance(results, workdir)
   return {"final_mean_norm_per_class": final.tolist(),
           "class_order_by_norm": results["class_order_by_norm"]}

@@ -4,7 +4,7 @@ One run: load the data, build the network and optimiser, initialise (cut-init on
 resume from the newest checkpoint in `<workdir>/checkpoints`, train with the sharded
 step over all devices, evaluate with weighted kNN on backbone features, and write
 `results.json`, `metrics.jsonl`, TensorBoard events and `config.json`. The config
-fields are documented (and validated) in `jnorm.train_config`.
+fields are documented (and validated) in `jnorm.training.config`.
 
 Resume is exact: the state holds params, BatchNorm statistics, optimiser state, the
 BYOL target, the step and the RNG key, and batch s of the data stream is a pure function
@@ -15,7 +15,7 @@ uninterrupted one.
 import json
 import os
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,32 +23,57 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from jnorm import checkpoint as ckpt_lib
-from jnorm import errors, io, metrics_writer, train_config
-from jnorm import train_step as ts
+from jnorm import data
+from jnorm import errors
+from jnorm import evaluate
+from jnorm import io
+from jnorm.training import build
+from jnorm.training import checkpoint as ckpt_lib
+from jnorm.training import config as train_config
+from jnorm.training import metrics as metrics_lib
+from jnorm.training import step as ts
+
+def _batches(ds, split: str, batch_size: int):
+  return data.eval_batches(ds, split=split, batch_size=batch_size, process_index=0,
+                           process_count=1)
 
 
-def _embed_split(embed, variables, ds, *, split: str, batch_size: int) -> dict:
-  """Eval-mode outputs of every example of `split`: {head: [N, F]} and 'label'."""
-  from jnorm import data  # pylint: disable=g-import-not-at-top
-  chunks, labels = [], []
-  for batch in data.eval_batches(ds, split=split, batch_size=batch_size,
-                                 process_index=0, process_count=1):
-    out = jax.device_get(embed(variables, jnp.asarray(batch["input"])))
-    mask = np.asarray(batch["mask"])
-    chunks.append({k: np.asarray(v)[mask] for k, v in out.items()})
-    labels.append(np.asarray(batch["label"])[mask])
-  feats = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-  feats["label"] = np.concatenate(labels)
-  return feats
+class Evaluator(NamedTuple):
+  """The compiled functions of a run's evaluations (built once, reused every time)."""
+  embed: Callable
+  embed_train_mode: Callable
+  moments: Callable
 
 
-def _evaluate(embed, state_host, ds, ecfg, *, epoch: int) -> dict:
-  """kNN accuracy (backbone features, train bank, test queries) and mean norms."""
-  from jnorm import evaluate  # pylint: disable=g-import-not-at-top
+def make_evaluator(apply_fn: Callable) -> Evaluator:
+  """`apply_fn`: the run's `eval_net.apply` (local BatchNorm)."""
+  return Evaluator(embed=evaluate.make_embed_fn(apply_fn),
+                   embed_train_mode=evaluate.make_embed_fn(apply_fn, train_mode_bn=True),
+                   moments=evaluate.make_batch_moments_fn(apply_fn))
+
+
+def eval_variables(evaluator: Evaluator, state_host, ds, ecfg) -> dict:
+  """The variables an evaluation uses: the parameters with BatchNorm statistics
+  re-estimated on the (un-augmented) train split for these weights
+  (`ecfg.bn_stats='recompute'`, the default), or the running statistics ('running')."""
   variables = {"params": state_host.params, "batch_stats": state_host.batch_stats}
-  train = _embed_split(embed, variables, ds, split="train", batch_size=ecfg.batch_size)
-  test = _embed_split(embed, variables, ds, split="test", batch_size=ecfg.batch_size)
+  if ecfg.bn_stats == "running" or not jax.tree.leaves(state_host.batch_stats):
+    return variables
+  stats = evaluate.reestimate_batch_stats(
+      None, variables, _batches(ds, "train", ecfg.batch_size), moments_fn=evaluator.moments)
+  return {"params": state_host.params, "batch_stats": stats}
+
+
+def _evaluate(evaluator: Evaluator, state_host, ds, ecfg, *, epoch: float):
+  """kNN accuracy (backbone features, train bank, test queries), mean norms of the test
+  split in eval mode and in train mode (batch statistics); returns (record, train, test)."""
+  variables = eval_variables(evaluator, state_host, ds, ecfg)
+  feats = {}
+  for name, split, fn in (("train", "train", evaluator.embed), ("test", "test", evaluator.embed),
+                          ("test_train_mode", "test", evaluator.embed_train_mode)):
+    feats[name] = evaluate.extract_features(None, variables, _batches(ds, split, ecfg.batch_size),
+                                            embed_fn=fn)
+  train, test = feats["train"], feats["test"]
   knn = evaluate.knn_accuracy(train["backbone"], train["label"], test["backbone"],
                               test["label"], num_classes=ds.num_classes,
                               k=ecfg.knn_k, temperature=ecfg.knn_temperature)
@@ -56,11 +81,12 @@ def _evaluate(embed, state_host, ds, ecfg, *, epoch: int) -> dict:
   for head in ("backbone", "projector", "predictor"):
     if head in test:
       record[f"{head}_norm_mean"] = float(np.linalg.norm(test[head], axis=-1).mean())
+      record[f"{head}_norm_mean_train_mode"] = float(
+          np.linalg.norm(feats["test_train_mode"][head], axis=-1).mean())
   return record, train, test
 
 
 def _linear_probe(train, test, ds, ecfg, seed) -> float:
-  from jnorm import evaluate  # pylint: disable=g-import-not-at-top
   return evaluate.linear_probe_accuracy(
       train["backbone"], train["label"], test["backbone"], test["label"],
       num_classes=ds.num_classes, epochs=ecfg.probe_epochs,
@@ -117,6 +143,11 @@ def _load_curve(workdir: str, resume_step, steps_per_epoch: int) -> list:
   return [r for r in curve if r["epoch"] * steps_per_epoch <= resume_step]
 
 
+def is_primary() -> bool:
+  """Whether this process writes the run's files (process 0)."""
+  return jax.process_index() == 0
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains the configured SSL method and evaluates it; returns the headline results."""
   train_config.validate(config)
@@ -131,24 +162,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _run(config, workdir: str, *, primary: bool) -> dict:
-  from jnorm import data  # pylint: disable=g-import-not-at-top
   start_time = time.time()
   ds = data.load_dataset(config.data)
   mesh = ts.make_mesh()
-  run = train_config.build_run(config, mesh=mesh, **train_config.run_info(ds, config))
+  run = build.build_run(config, mesh=mesh, **build.run_info(ds, config))
   if primary:
     io.write_json_atomic(os.path.join(workdir, "config.json"), train_config.to_saved(
-        config, train_config.run_info(ds, config)))
+        config, build.run_info(ds, config)))
   checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints,
                                        primary=primary)
   state_host, start_step, last_saved = _restore_or_init(run, checkpointer, primary=primary)
-  writer = metrics_writer.MetricsWriter(workdir, enabled=primary, resume_step=last_saved)
+  writer = metrics_lib.MetricsWriter(workdir, enabled=primary, resume_step=last_saved)
   curve = _load_curve(workdir, last_saved, run.steps_per_epoch)
   eval_epochs = _eval_epochs(run.num_epochs, config.eval)
-  embed = ts.make_eval_embed(run.net.apply)
+  evaluator = make_evaluator(run.eval_net.apply)
 
   def evaluate_now(state_host, epoch):
-    record, train_f, test_f = _evaluate(embed, state_host, ds, config.eval, epoch=epoch)
+    record, train_f, test_f = _evaluate(evaluator, state_host, ds, config.eval, epoch=epoch)
     curve.append(record)
     writer.write(epoch * run.steps_per_epoch, record, kind="eval")
     if primary:
@@ -194,7 +224,7 @@ def _run(config, workdir: str, *, primary: bool) -> dict:
     state_host = ts.local_copy(state)
     train_f, test_f = evaluate_now(state_host, run.num_epochs)
   else:
-    train_f, test_f = _evaluate(embed, state_host, ds, config.eval, epoch=run.num_epochs)[1:]
+    train_f, test_f = _evaluate(evaluator, state_host, ds, config.eval, epoch=run.num_epochs)[1:]
   results = _results(config, run, ds, curve, metrics, start_step, train_seconds,
                      time.time() - start_time)
   if config.eval.linear_probe:
@@ -204,7 +234,6 @@ def _run(config, workdir: str, *, primary: bool) -> dict:
   checkpointer.close()
   if primary:
     io.save_results(workdir, results)
-    _plot_curve(curve, workdir)
   return results
 
 
@@ -230,23 +259,15 @@ def _results(config, run, ds, curve, metrics, start_step, train_seconds, wall) -
   }
 
 
-def _plot_curve(curve: list, workdir: str) -> None:
-  fig, axes = io.new_figure(1, 2, figsize=(8, 3))
-  epochs = [r["epoch"] for r in curve]
-  axes[0].plot(epochs, [r["knn_accuracy"] for r in curve], "o-")
-  axes[0].set(xlabel="epoch", ylabel="kNN accuracy (test)")
-  axes[1].plot(epochs, [r["projector_norm_mean"] for r in curve], "o-")
-  axes[1].set(xlabel="epoch", ylabel="mean projector norm (test)")
-  io.save_figure(fig, workdir, "knn_curve")
-
-
 def load_trained(workdir: str):
   """The config of a finished (or checkpointed) run and an eval-mode embedding function.
 
   Returns:
     (config, embed_fn) where embed_fn(inputs: numpy [B, ...]) -> dict of numpy arrays
     {'backbone': [B, F], 'projector': [B, P](, 'predictor': [B, P])}, computed with
-    the newest checkpoint's parameters and BatchNorm running statistics.
+    the newest checkpoint's parameters and the BatchNorm statistics the run's
+    evaluations use (`config.eval.bn_stats`: re-estimated on the train split, or the
+    running statistics).
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
@@ -257,11 +278,12 @@ def load_trained(workdir: str):
   latest = checkpointer.latest_step()
   if latest is None:
     raise errors.CheckpointError(f"{workdir}/checkpoints holds no checkpoint; train first")
-  run = train_config.build_run(config, mesh=None, **run_info)
+  run = build.build_run(config, mesh=None, **run_info)
   state = checkpointer.restore(latest, jax.device_get(run.init_state()))
   checkpointer.close()
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  embed = ts.make_eval_embed(run.net.apply)
+  evaluator = make_evaluator(run.eval_net.apply)
+  variables = eval_variables(evaluator, state, data.load_dataset(config.data), config.eval)
+  embed = evaluator.embed
 
   def embed_fn(inputs) -> dict:
     return {k: np.asarray(v) for k, v in embed(variables, jnp.asarray(inputs)).items()}

@@ -6,7 +6,7 @@ classes in `config.novelty_holdout_classes` removed from its train split; a fini
 `<workdir>/train` (it has results.json) is reused, so delete it after changing
 `config.train`), then:
 
-1. embeds the train and test splits (eval-mode BatchNorm, `jnorm.train.load_trained`);
+1. embeds the train and test splits (eval-mode BatchNorm, `jnorm.training.loop.load_trained`);
 2. norm buckets per head: kNN accuracy per min-max-normalised norm bucket,
    leave-one-out on the train split and train bank -> test queries of the trained
    classes, and the Spearman rho of accuracy with the bucket centre;
@@ -20,17 +20,22 @@ classes in `config.novelty_holdout_classes` removed from its train split; a fini
 It writes `results.json` and PNG figures in `workdir` and returns the headline numbers.
 """
 
-import json
 import os
 
 import ml_collections
 import numpy as np
 
-from jnorm import analysis
-from jnorm import analysis_plots as plots
+from jnorm import data
 from jnorm import errors
 from jnorm import evaluate
 from jnorm import io
+from jnorm import norms as norm_lib
+from jnorm.data import human_labels
+from jnorm.data import sources
+from jnorm.plots import analysis as plots
+from jnorm.plots.figures import save_figure
+from jnorm.training import loop
+from jnorm.training import metrics
 
 CLASS_FREQUENCY_MODES = ("auto", "on", "off")
 
@@ -57,8 +62,6 @@ def _validate(config: ml_collections.ConfigDict) -> None:
 
 def _train_first(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Trains `config.train` into <workdir>/train (held-out classes removed); returns it."""
-  from jnorm import data  # pylint: disable=g-import-not-at-top
-  from jnorm import train  # pylint: disable=g-import-not-at-top
   train_dir = os.path.join(workdir, "train")
   if os.path.exists(os.path.join(train_dir, "results.json")):
     return train_dir  # finished earlier: re-running the analysis reuses it
@@ -68,12 +71,11 @@ def _train_first(config: ml_collections.ConfigDict, workdir: str) -> str:
     num_classes = data.load_dataset(train_config.data).num_classes
     train_config.data.train_classes = tuple(
         c for c in range(num_classes) if c not in holdout)
-  train.train_and_evaluate(train_config, train_dir)
+  loop.train_and_evaluate(train_config, train_dir)
   return train_dir
 
 
 def _embed_split(embed_fn, ds, split: str, batch_size: int) -> dict:
-  from jnorm import data  # pylint: disable=g-import-not-at-top
   return evaluate.compute_embeddings(
       embed_fn, data.eval_batches(ds, split=split, batch_size=batch_size))
 
@@ -90,11 +92,11 @@ def _bucket_record(stats: dict) -> dict:
 
 def _bucket_stats(norms, per_sample, config) -> dict:
   """Per-bucket mean of `per_sample` and its Spearman rho with the bucket centre."""
-  buckets = analysis.norm_buckets(norms, num_buckets=config.num_buckets)
-  value, count = analysis.bucket_mean(buckets, per_sample, num_buckets=config.num_buckets)
-  return {"bucket_centre": analysis.bucket_centres(config.num_buckets), "value": value,
+  buckets = norm_lib.norm_buckets(norms, num_buckets=config.num_buckets)
+  value, count = norm_lib.bucket_mean(buckets, per_sample, num_buckets=config.num_buckets)
+  return {"bucket_centre": norm_lib.bucket_centres(config.num_buckets), "value": value,
           "count": count,
-          "spearman": analysis.bucket_spearman(value, count,
+          "spearman": norm_lib.bucket_spearman(value, count,
                                                min_count=config.min_bucket_count)}
 
 
@@ -106,10 +108,10 @@ def norm_bucket_section(train_emb, test_emb, seen_test, *, num_classes, config,
   for head in config.heads:
     x_train, y_train = train_emb[head], train_emb["label"]
     x_test, y_test = test_emb[head][seen_test], test_emb["label"][seen_test]
-    loo = analysis.knn_correct(x_train, y_train, x_train, y_train, leave_one_out=True, **knn)
-    test = analysis.knn_correct(x_train, y_train, x_test, y_test, **knn)
-    stats = {"loo_train": _bucket_stats(analysis.embedding_norms(x_train), loo, config),
-             "train_to_test": _bucket_stats(analysis.embedding_norms(x_test), test, config)}
+    loo = norm_lib.knn_correct(x_train, y_train, x_train, y_train, leave_one_out=True, **knn)
+    test = norm_lib.knn_correct(x_train, y_train, x_test, y_test, **knn)
+    stats = {"loo_train": _bucket_stats(norm_lib.embedding_norms(x_train), loo, config),
+             "train_to_test": _bucket_stats(norm_lib.embedding_norms(x_test), test, config)}
     per_head[head] = {name: _bucket_record(s) for name, s in stats.items()}
     per_head[head]["knn_accuracy_loo_train"] = float(loo.mean())
     per_head[head]["knn_accuracy_test"] = float(test.mean())
@@ -118,7 +120,7 @@ def norm_bucket_section(train_emb, test_emb, seen_test, *, num_classes, config,
   primary = per_head[config.primary_head]
   fig = plots.plot_norm_buckets(curves, ylabel="kNN accuracy", min_count=config.min_bucket_count,
                                 title="kNN accuracy per embedding-norm bucket")
-  io.save_figure(fig, workdir, "norm_buckets")
+  save_figure(fig, workdir, "norm_buckets")
   return {"norm_bucket_spearman": primary["train_to_test"]["spearman"],
           "norm_bucket_spearman_loo": primary["loo_train"]["spearman"],
           "norm_buckets": per_head}
@@ -128,26 +130,26 @@ def novelty_section(train_emb, test_emb, seen_test, other_emb, *, config, workdi
   """AUROC of -||z|| for novel classes, train vs test, and another dataset."""
   per_head, out = {}, {}
   for head in config.heads:
-    groups = {"train": analysis.embedding_norms(train_emb[head]),
-              "test (trained classes)": analysis.embedding_norms(test_emb[head][seen_test]),
-              "test (held-out classes)": analysis.embedding_norms(test_emb[head][~seen_test])}
+    groups = {"train": norm_lib.embedding_norms(train_emb[head]),
+              "test (trained classes)": norm_lib.embedding_norms(test_emb[head][seen_test]),
+              "test (held-out classes)": norm_lib.embedding_norms(test_emb[head][~seen_test])}
     if other_emb is not None:
-      groups[f"other: {config.novelty_other_dataset}"] = analysis.embedding_norms(
+      groups[f"other: {config.novelty_other_dataset}"] = norm_lib.embedding_norms(
           other_emb[head])
     seen = groups["test (trained classes)"]
     record = {"mean_norm": {k: (float(v.mean()) if v.size else None)
                             for k, v in groups.items()},
-              "auroc_train_vs_test": analysis.novelty_auroc(groups["train"], seen)}
+              "auroc_train_vs_test": norm_lib.novelty_auroc(groups["train"], seen)}
     if groups["test (held-out classes)"].size:
-      record["auroc_heldout_classes"] = analysis.novelty_auroc(
+      record["auroc_heldout_classes"] = norm_lib.novelty_auroc(
           seen, groups["test (held-out classes)"])
     if other_emb is not None:
-      record["auroc_other_dataset"] = analysis.novelty_auroc(
+      record["auroc_other_dataset"] = norm_lib.novelty_auroc(
           seen, groups[f"other: {config.novelty_other_dataset}"])
     per_head[head] = record
     fig = plots.plot_norm_histograms(groups, title=f"{head} norms: seen vs novel",
                                      xlabel=f"{head} embedding norm")
-    io.save_figure(fig, workdir, f"norm_histogram_{head}")
+    save_figure(fig, workdir, f"norm_histogram_{head}")
   primary = per_head[config.primary_head]
   out["novelty"] = per_head
   if "auroc_heldout_classes" in primary:
@@ -162,13 +164,13 @@ def class_frequency_section(test_emb, class_counts, *, config, workdir) -> dict:
   counts = np.asarray(class_counts, np.float64)
   labels = test_emb["label"]
   keep = counts[labels] > 0  # classes never trained on have no frequency to rank
-  norms = analysis.embedding_norms(test_emb[config.primary_head])
-  means = analysis.class_mean_norms(norms[keep], labels[keep], num_classes=counts.size)
-  rho = analysis.class_norm_spearman(norms[keep], labels[keep], counts)
+  norms = norm_lib.embedding_norms(test_emb[config.primary_head])
+  means = norm_lib.class_mean_norms(norms[keep], labels[keep], num_classes=counts.size)
+  rho = norm_lib.class_norm_spearman(norms[keep], labels[keep], counts)
   present = counts > 0
   fig = plots.plot_class_norms(counts[present], means[present],
                                title=f"class frequency vs mean {config.primary_head} norm")
-  io.save_figure(fig, workdir, "class_norms")
+  save_figure(fig, workdir, "class_norms")
   return {"class_norm_spearman": rho,
           "class_norms": {"class_counts": counts.tolist(), "mean_norm": _nan_to_none(means)}}
 
@@ -182,7 +184,6 @@ def _adapt_inputs(x: np.ndarray, input_shape) -> np.ndarray:
     x = x.mean(axis=-1, keepdims=True) if channels == 1 else np.repeat(
         x[..., :1], channels, axis=-1)
   if x.shape[1:3] != (height, width):
-    from jnorm.data import sources  # pylint: disable=g-import-not-at-top
     x = sources.resize_images(x.astype(np.float32), height)
   return x.astype(np.float32)
 
@@ -195,7 +196,6 @@ def _array_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int):
 def other_dataset_embeddings(embed_fn, *, name, input_shape, data_dir, max_examples,
                              batch_size) -> dict:
   """Embeddings of (at most `max_examples` of) another dataset's test split."""
-  from jnorm import data  # pylint: disable=g-import-not-at-top
   cfg = {"name": name, "data_dir": data_dir}
   if len(input_shape) == 3:
     cfg["image_size"] = int(input_shape[0])
@@ -214,7 +214,6 @@ def other_dataset_embeddings(embed_fn, *, name, input_shape, data_dir, max_examp
 def human_confidence_section(embed_fn, split_embeddings, *, input_shape, num_classes,
                              config, workdir) -> dict:
   """Annotator agreement and label entropy per norm bucket (PAPER.md §3)."""
-  from jnorm.data import human_labels  # pylint: disable=g-import-not-at-top
   cfg, head = config.human_labels, config.primary_head
   if cfg.name:
     labels = human_labels.load_tfds_human_labels(cfg.name, data_dir=cfg.data_dir,
@@ -233,10 +232,10 @@ def human_confidence_section(embed_fn, split_embeddings, *, input_shape, num_cla
     if labels.clean_label is None:
       labels.clean_label = emb["label"]
   reference = labels.clean_label if cfg.agreement_reference == "clean" else None
-  norms = analysis.embedding_norms(feats)
-  stats = {"agreement": _bucket_stats(norms, analysis.annotator_agreement(
+  norms = norm_lib.embedding_norms(feats)
+  stats = {"agreement": _bucket_stats(norms, norm_lib.annotator_agreement(
                labels.votes, reference), config),
-           "entropy": _bucket_stats(norms, analysis.label_entropy(labels.votes), config)}
+           "entropy": _bucket_stats(norms, norm_lib.label_entropy(labels.votes), config)}
   source = cfg.name or os.path.basename(cfg.path)
   for name, ylabel in (("agreement", f"annotator agreement with the {cfg.agreement_reference}"
                         " label"), ("entropy", "human label entropy (nats)")):
@@ -245,83 +244,31 @@ def human_confidence_section(embed_fn, split_embeddings, *, input_shape, num_cla
                                                          s["count"])},
                                   ylabel=ylabel, min_count=config.min_bucket_count,
                                   title=f"{source}: human {name} per norm bucket")
-    io.save_figure(fig, workdir, f"human_{name}")
+    save_figure(fig, workdir, f"human_{name}")
   return {"human_agreement_spearman": stats["agreement"]["spearman"],
           "human_entropy_spearman": stats["entropy"]["spearman"],
           "human_confidence": {"source": source, "num_samples": len(labels),
                                **{k: _bucket_record(s) for k, s in stats.items()}}}
 
 
-def read_metrics_jsonl(path: str) -> list:
-  """The records of a `metrics.jsonl` (one JSON object per line; bad lines skipped)."""
-  records = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if line:
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError:
-          continue  # a line cut short by a killed run
-  return records
-
-
-def norm_trajectories(records: list, keys=()) -> dict:
-  """name -> (steps [T], values [T]) for the norm metrics found in `records`.
-
-  A metric's name is '<kind>/<key>' when records carry a 'kind' ('train' metrics of
-  the augmented views in train mode, 'eval' norms of the test split), else '<key>'.
-  With `keys` empty, every numeric key containing 'norm' (but not grad / param
-  norms; only the '*_mean' ones if there are any) is taken. `keys` may name either
-  form; a requested key that no record has raises a ConfigError listing those there.
-  """
-  def name(record, key):
-    return f"{record['kind']}/{key}" if record.get("kind") else key
-
-  series = {}
-  for r in records:
-    for k, v in r.items():
-      if k not in ("step", "kind") and "step" in r and isinstance(v, (int, float)):
-        series.setdefault(name(r, k), []).append((r["step"], v))
-  available = sorted(series)
-  if keys:
-    missing = [k for k in keys if not any(n == k or n.endswith("/" + k) for n in series)]
-    if missing:
-      raise errors.ConfigError(
-          f"config.trajectory_keys {missing!r} are not in metrics.jsonl; it has "
-          f"{available!r}")
-    chosen = [n for n in available if any(n == k or n.endswith("/" + k) for k in keys)]
-  else:
-    chosen = [n for n in available if "norm" in n and "grad" not in n and "param" not in n]
-    if any(n.endswith("_mean") for n in chosen):  # mean/min/max per head: plot the means
-      chosen = [n for n in chosen if n.endswith("_mean")]
-  out = {}
-  for n in chosen:
-    steps, values = zip(*series[n])
-    out[n] = (np.asarray(steps), np.asarray(values, np.float64))
-  return out
-
-
 def trajectory_section(train_dir: str, *, config, workdir) -> dict:
-  path = os.path.join(train_dir, "metrics.jsonl")
-  if not os.path.exists(path):
+  records = metrics.read_metrics(train_dir)
+  if not records:
     return {}
-  traj = norm_trajectories(read_metrics_jsonl(path), tuple(config.trajectory_keys))
+  traj = norms.norm_trajectories(records, tuple(config.trajectory_keys))
   if not traj:
     return {"norm_trajectories": {}}
   fig = plots.plot_trajectories(traj, title="embedding norms during training", log_y=True)
-  io.save_figure(fig, workdir, "norm_trajectories")
+  save_figure(fig, workdir, "norm_trajectories")
   return {"norm_trajectories": {k: {"step": s.tolist(), "value": v.tolist()}
                                 for k, (s, v) in traj.items()}}
 
 
 def analysis_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs every analysis configured (module docstring); returns the headline numbers."""
-  from jnorm import data  # pylint: disable=g-import-not-at-top
-  from jnorm import train  # pylint: disable=g-import-not-at-top
   _validate(config)
   train_dir = config.train_workdir or _train_first(config, workdir)
-  trained_config, embed_fn = train.load_trained(train_dir)
+  trained_config, embed_fn = loop.load_trained(train_dir)
   ds = data.load_dataset(trained_config.data)
   embs = {s: _embed_split(embed_fn, ds, s, config.batch_size) for s in ("train", "test")}
   missing = [h for h in config.heads if h not in embs["train"]]

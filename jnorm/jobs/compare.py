@@ -1,0 +1,281 @@
+"""The comparison job: several training variants x seeds, one table, two figures.
+
+A comparison config (see `configs/compare_*.py`) holds:
+
+- `base`: a complete training config (e.g. `configs/default.py`'s), the starting point
+  of every variant;
+- `variants`: a ConfigDict `name -> overrides`, where `overrides` is a nested ConfigDict
+  of fields to set on a copy of `base` (e.g. `{'norm': {'cut_factor': 3.0}}`); an override of a
+  field `base` lacks is a `ConfigError` naming the variant and the field;
+- `run_variants`: comma-separated variant names, in table order (a subset may be given
+  on the command line, `--config.run_variants=default,cut3`);
+- `seeds`: comma-separated integer seeds; each goes into `base.<seed_field>`;
+- `report_epochs`: comma-separated epochs at which the table shows kNN accuracy
+  (epochs the runs did not evaluate are shown as missing);
+- `baseline`: the arm every other arm is compared with, seed by seed ('' = the first);
+- `threshold`: a kNN accuracy whose first crossing epoch is a metric (0 = none);
+- `process_index`, `process_count`: how the (variant, seed) list is split across hosts
+  (-1: `jax.process_index()` / `jax.process_count()`);
+- `aggregate_only`: train nothing, only tabulate the sub-runs that exist (the rest are
+  listed as missing).
+
+Paired seeds: a variant only overrides fields of `base`, and a seed fixes the
+initialization (before any cut), the data order and the augmentations of a run, so seed
+k of every arm starts from the same network and sees the same batches and views.
+
+Every (variant, seed) trains with `jnorm.training.loop.train_and_evaluate` into
+`<workdir>/<variant>/seed<k>`, one after another. A sub-run that stops on a non-finite
+loss (`NonFiniteError`) is recorded as diverged (`failed.json` in its directory, listed
+under `failed` in results.json and in comparison.md) and the comparison goes on. A
+sub-run whose `results.json` or `failed.json` exists is skipped, so an interrupted
+comparison resumes where it stopped (and a sub-run that was killed half-way resumes from
+its own checkpoint, by the trainer's resume logic).
+
+Several hosts: the i-th sub-run of the list belongs to process `i % process_count`. The
+hosts must share `workdir` (a network filesystem), and should NOT call
+`jax.distributed.initialize` (each host trains its share on its own devices). Each
+host writes the table of the sub-runs finished so far; once every host is done, run the
+same command once more on one host with `--config.aggregate_only=True` (or
+`--config.process_count=1`, which also trains whatever is still missing): the complete
+table and figures are written.
+
+Outputs in `workdir`: `results.json` (`summary`: per arm and metric the mean, 95% t
+interval, sd, n, the per-seed values and the paired difference to the baseline with its
+interval, p-value and smallest detectable difference; per-arm curves; missing and
+diverged sub-runs), `comparison.md`, `comparison.csv` (long format),
+`knn_accuracy_vs_epoch.png` and `norm_vs_epoch.png` (mean with 95% interval bands).
+Metrics: `jnorm.tables`.
+"""
+
+import copy
+import json
+import os
+import time
+from typing import Callable, Optional, Sequence
+
+import jax
+import ml_collections
+
+from jnorm import errors
+from jnorm import io as jio
+from jnorm import tables
+from jnorm.plots import compare as compare_plots
+from jnorm.training import loop
+
+TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
+
+# Written into a sub-run's directory when training stopped on a NaN / inf (NonFiniteError):
+# the comparison records the variant as diverged and goes on; delete the file to retry.
+_FAILED = "failed.json"
+
+def parse_list(text, cast=str) -> list:
+  """'a, b,c' -> ['a', 'b', 'c'] (also accepts a list/tuple); empty items dropped."""
+  if isinstance(text, (list, tuple)):
+    return [cast(t) for t in text]
+  return [cast(t.strip()) for t in str(text).split(",") if t.strip()]
+
+
+def apply_overrides(base: ml_collections.ConfigDict, overrides, *, where: str
+                    ) -> ml_collections.ConfigDict:
+  """Returns a copy of `base` with the nested `overrides` set; unknown fields raise.
+
+  Args:
+    base: the training config.
+    overrides: nested ConfigDict / dict; a dict value recurses into a ConfigDict field,
+      any other value replaces the field.
+    where: a name for error messages (e.g. 'variants.cut3').
+  """
+  config = copy.deepcopy(base)
+  with config.unlocked():
+    _merge(config, overrides, where)
+  return config
+
+
+def _merge(target: ml_collections.ConfigDict, overrides, where: str) -> None:
+  items = overrides.items() if overrides is not None else ()
+  for key, value in items:
+    if key not in target:
+      raise errors.ConfigError(
+          f"config.{where}.{key}: the base training config has no field {key!r}; "
+          f"fix the variant's overrides (fields here: {', '.join(sorted(target.keys()))})")
+    if isinstance(value, (dict, ml_collections.ConfigDict)) and isinstance(
+        target[key], ml_collections.ConfigDict):
+      _merge(target[key], value, f"{where}.{key}")
+      continue
+    try:
+      target[key] = value
+    except TypeError as exc:
+      raise errors.ConfigError(
+          f"config.{where}.{key}={value!r} has the wrong type for the training config "
+          f"({' '.join(str(exc).split())}); write it with the field's type") from exc
+
+
+def variant_configs(config: ml_collections.ConfigDict) -> list:
+  """[(variant, seed, train_config)] in table order, from a comparison config."""
+  names = parse_list(config.run_variants) or list(config.variants.keys())
+  for name in names:
+    errors.check_choice("run_variants", name, list(config.variants.keys()))
+  seeds = parse_list(config.seeds, int)
+  if not seeds:
+    raise errors.ConfigError("config.seeds is empty; give at least one seed, e.g. '0,1,2'")
+  runs = []
+  for name in names:
+    variant = apply_overrides(config.base, config.variants[name], where=f"variants.{name}")
+    for seed in seeds:
+      run = copy.deepcopy(variant)
+      with run.unlocked():
+        _merge(run, {config.seed_field: seed}, "seed_field")
+      runs.append((name, seed, run))
+  return runs
+
+
+def shard_runs(runs: Sequence, *, process_index: int, process_count: int) -> list:
+  """The sub-runs this process trains: every `process_count`-th, from `process_index`."""
+  errors.check_positive("process_count", process_count)
+  if not 0 <= process_index < process_count:
+    raise errors.ConfigError(
+        f"config.process_index={process_index} must be in [0, {process_count}); "
+        "set it to this host's index or -1 for jax.process_index()")
+  return [r for i, r in enumerate(runs) if i % process_count == process_index]
+
+
+def run_dir(workdir: str, variant: str, seed: int) -> str:
+  return os.path.join(workdir, variant, f"seed{seed}")
+
+
+def _process(config) -> tuple:
+  index = config.process_index if config.process_index >= 0 else jax.process_index()
+  count = config.process_count if config.process_count > 0 else jax.process_count()
+  return index, count
+
+
+def _train_missing(todo: list, workdir: str, train_fn: TrainFn) -> None:
+  """Trains each (arm, seed, config) in turn, one progress line per run."""
+  for i, (name, seed, run_config) in enumerate(todo, start=1):
+    path = run_dir(workdir, name, seed)
+    print(f"jnorm compare: run {i}/{len(todo)}: {name}/seed{seed} -> {path}", flush=True)
+    start = time.time()
+    try:
+      out = train_fn(run_config, path)
+      knn = out.get("knn_accuracy") if isinstance(out, dict) else None
+      shown = f"kNN {knn:.4f}" if isinstance(knn, float) else "done"
+      print(f"jnorm compare: run {i}/{len(todo)}: {name}/seed{seed}: {shown} "
+            f"({time.time() - start:.0f} s)", flush=True)
+    except errors.NonFiniteError as exc:  # a diverged arm is a result, not a crash
+      jio.write_json_atomic(os.path.join(path, _FAILED), {"error": " ".join(str(exc).split())})
+      print(f"jnorm compare: run {i}/{len(todo)}: {name}/seed{seed}: diverged", flush=True)
+
+
+def _collect(runs: list, workdir: str) -> tuple:
+  """({arm: {seed: results}}, missing ['arm/seedK'], failed {'arm/seedK': error})."""
+  per_arm, missing, failed = {}, [], {}
+  for name, seed, _ in runs:
+    per_arm.setdefault(name, {})
+    path = run_dir(workdir, name, seed)
+    if os.path.exists(os.path.join(path, "results.json")):
+      per_arm[name][seed] = jio.load_results(path)
+    elif os.path.exists(os.path.join(path, _FAILED)):
+      with open(os.path.join(path, _FAILED)) as f:
+        failed[f"{name}/seed{seed}"] = json.load(f)["error"]
+    else:
+      missing.append(f"{name}/seed{seed}")
+  return per_arm, missing, failed
+
+
+def _table_metrics(config, report_epochs) -> list:
+  metrics = [f"knn@{tables.epoch_label(e)}" for e in report_epochs]
+  metrics += ["knn_auc", "knn_accuracy"]
+  if config.threshold > 0:
+    metrics.append(tables.threshold_key(config.threshold))
+  if config.base.eval.linear_probe:
+    metrics.append("linear_probe_accuracy")
+  return metrics + ["embedding_norm_mean"]
+
+
+def write_report(config, workdir: str, runs: list) -> dict:
+  """Tabulates the finished sub-runs of `runs`: results.json, comparison.md/.csv, figures."""
+  per_arm, missing, failed = _collect(runs, workdir)
+  names = list(per_arm)
+  baseline = config.baseline or names[0]
+  errors.check_choice("baseline", baseline, names)
+  report_epochs = parse_list(config.report_epochs, float)
+  threshold = config.threshold if config.threshold > 0 else None
+  summary = tables.compare_arms(per_arm, baseline=baseline, report_epochs=report_epochs,
+                                threshold=threshold)
+  curves = {n: tables.aggregate_curves(list(per_arm[n].values())) for n in names}
+  metrics = _table_metrics(config, report_epochs)
+  markdown = tables.table_markdown(summary, metrics=metrics, baseline=baseline)
+  title = config.get("title", "") or "Comparison"
+  with open(os.path.join(workdir, "comparison.md"), "w") as f:
+    f.write(f"# {title}\n\nMean [95% t interval] over paired seeds; Δ: paired difference "
+            f"to `{baseline}` [95% interval]; mde: the smallest difference this design "
+            f"detects (paired t-test, α 0.05, power 0.8). Accuracies in %.\n\n{markdown}")
+    if missing:
+      f.write(f"\nMissing sub-runs (not run here, or not finished): {', '.join(missing)}\n")
+    for run, error in failed.items():
+      f.write(f"\nDiverged: {run}: {error}\n")
+  with open(os.path.join(workdir, "comparison.csv"), "w") as f:
+    f.write(tables.table_csv(summary))
+  figures = compare_plots.plot_curves(curves, workdir, norm_key=config.norm_key,
+                                      title=config.get("title", ""))
+  headline = {f"{arm}/{m}": summary[arm][m]["mean"] for arm in names for m in metrics
+              if m in summary[arm]}
+  results = {"title": config.get("title", ""), "variants": names, "baseline": baseline,
+             "seeds": parse_list(config.seeds, int), "report_epochs": report_epochs,
+             "threshold": threshold, "summary": summary, "table_markdown": markdown,
+             "curves": curves, "missing": missing, "failed": failed, "figures": figures,
+             **headline}
+  jio.save_results(workdir, results)
+  return headline
+
+
+def run_comparison(config: ml_collections.ConfigDict, workdir: str, *,
+                   train_fn: Optional[TrainFn] = None) -> dict:
+  """Trains this process's share of the sub-runs (skipping finished ones), then tabulates.
+
+  Args:
+    config: a comparison config (module docstring).
+    workdir: output directory; sub-runs go to `<workdir>/<variant>/seed<k>`.
+    train_fn: `train_fn(train_config, run_workdir) -> dict` that writes
+      `<run_workdir>/results.json`; default `jnorm.training.loop.train_and_evaluate`.
+
+  Returns:
+    The headline numbers: per arm the mean of each table metric.
+  """
+  runs = variant_configs(config)
+  index, count = _process(config)
+  mine = shard_runs(runs, process_index=index, process_count=count)
+  todo = [r for r in mine if not any(os.path.exists(
+      os.path.join(run_dir(workdir, r[0], r[1]), f)) for f in ("results.json", _FAILED))]
+  if not config.aggregate_only:
+    _train_missing(todo, workdir, train_fn or loop.train_and_evaluate)
+  return write_report(config, workdir, runs)
+
+
+def compare_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Job "compare": see the module docstring."""
+  return run_comparison(config, workdir)
+
+
+def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_variants,
+                      seeds, report_epochs, title: str, baseline: str = "",
+                      threshold: float = 0.0) -> ml_collections.ConfigDict:
+  """A comparison config (module docstring) from its parts; configs/compare_*.py use it."""
+  config = ml_collections.ConfigDict()
+  config.job = "compare"
+  config.title = title
+  config.base = base
+  config.variants = ml_collections.ConfigDict(variants)
+  if not isinstance(run_variants, str):
+    run_variants = ",".join(run_variants)
+  config.run_variants = run_variants
+  config.seeds = ",".join(str(s) for s in seeds) if not isinstance(seeds, str) else seeds
+  config.seed_field = "seed"
+  config.report_epochs = ",".join(f"{e:g}" for e in report_epochs)
+  config.baseline = baseline
+  config.threshold = float(threshold)
+  config.norm_key = ""
+  config.process_index = -1
+  config.process_count = -1
+  config.aggregate_only = False
+  return config

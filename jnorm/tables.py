@@ -1,0 +1,186 @@
+"""Per-run metrics of training results, their comparison across arms, and tables.
+
+Input: `results.json` dicts of training runs (`jnorm.training.loop.train_and_evaluate`),
+grouped as {arm: {seed: results}}. Every arm is run on the same seeds, so an arm is
+compared with the baseline arm seed by seed (`jnorm.stats.paired_difference`).
+
+Per-run scalar metrics (`run_metrics`):
+  knn@<e>              kNN accuracy after epoch e (e in `report_epochs`)
+  knn_auc              mean kNN accuracy over the evaluated epochs (area / span)
+  epochs_to_<t>        first epoch the kNN curve reaches t (interpolated; missing if never)
+  knn_accuracy         final kNN accuracy
+  linear_probe_accuracy, embedding_norm_mean, backbone_norm_mean (when present)
+  <norm key>@first / @last: the first and last value of each norm curve
+"""
+
+import csv
+import io
+from typing import Optional, Sequence
+
+from jnorm import stats
+
+# Keys of a `knn_curve` entry that are not per-epoch measurements.
+_CURVE_SKIP = ("epoch", "step")
+_FINAL_KEYS = ("knn_accuracy", "linear_probe_accuracy", "embedding_norm_mean",
+               "backbone_norm_mean")
+
+
+def epoch_key(value) -> float:
+  """Epochs as floats (runs may stop at fractional epochs), rounded to compare equal."""
+  return round(float(value), 6)
+
+
+def epoch_label(epoch: float) -> str:
+  return f"{epoch:g}"
+
+
+def curve_metrics(results: dict) -> dict:
+  """{metric: {epoch: value}} from a run's `knn_curve` (plus epoch 0 from the init kNN)."""
+  out = {}
+  for entry in results.get("knn_curve", []) or []:
+    epoch = epoch_key(entry["epoch"])
+    for key, value in entry.items():
+      if key in _CURVE_SKIP or not isinstance(value, (int, float)) or isinstance(value, bool):
+        continue
+      out.setdefault(key, {})[epoch] = float(value)
+  init = results.get("knn_accuracy_at_init")
+  if isinstance(init, (int, float)):
+    out.setdefault("knn_accuracy", {}).setdefault(0.0, float(init))
+  return out
+
+
+def threshold_key(threshold: float) -> str:
+  return f"epochs_to_{threshold:g}"
+
+
+def run_metrics(results: dict, *, report_epochs: Sequence[float] = (),
+                threshold: Optional[float] = None) -> dict:
+  """The scalar metrics of one run (module docstring); missing ones are None."""
+  curves = curve_metrics(results)
+  knn = curves.get("knn_accuracy", {})
+  epochs = sorted(knn)
+  out = {f"knn@{epoch_label(e)}": knn.get(epoch_key(e)) for e in report_epochs}
+  out["knn_auc"] = stats.curve_auc(epochs, [knn[e] for e in epochs])
+  if threshold is not None:
+    out[threshold_key(threshold)] = stats.epochs_to_threshold(
+        epochs, [knn[e] for e in epochs], threshold)
+  for key in _FINAL_KEYS:
+    value = results.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      out[key] = float(value)
+  for key, curve in curves.items():
+    if "norm" in key and curve:
+      ordered = sorted(curve)
+      out[f"{key}@first"], out[f"{key}@last"] = curve[ordered[0]], curve[ordered[-1]]
+  return out
+
+
+def compare_arms(per_arm: dict, *, baseline: str, report_epochs: Sequence[float] = (),
+                 threshold: Optional[float] = None, confidence: float = 0.95) -> dict:
+  """{arm: {metric: mean_interval (+ 'diff': paired difference to `baseline`)}}.
+
+  Args:
+    per_arm: {arm: {seed: results dict}}, arms in table order.
+    baseline: the arm every other arm is differenced against, seed by seed.
+    report_epochs, threshold: see `run_metrics`.
+    confidence: of every interval.
+  """
+  per_run = {arm: {seed: run_metrics(r, report_epochs=report_epochs, threshold=threshold)
+                   for seed, r in runs.items()} for arm, runs in per_arm.items()}
+  base = per_run.get(baseline, {})
+  out = {}
+  for arm, runs in per_run.items():
+    keys = list(dict.fromkeys(k for m in runs.values() for k in m))
+    out[arm] = {}
+    for key in keys:
+      seeds = sorted(runs)
+      entry = stats.mean_interval([runs[s].get(key) for s in seeds], confidence=confidence)
+      entry["values"] = {str(s): runs[s].get(key) for s in seeds}
+      if arm != baseline and base:
+        shared = [s for s in seeds if s in base]
+        entry["diff"] = stats.paired_difference(
+            [runs[s].get(key) for s in shared], [base[s].get(key) for s in shared],
+            confidence=confidence)
+      out[arm][key] = entry
+  return out
+
+
+def aggregate_curves(per_seed: Sequence[dict], *, confidence: float = 0.95) -> dict:
+  """{metric: {'epochs', 'mean', 'lo', 'hi', 'sd', 'n'}} over seeds, on the epochs all
+  seeds share (lo/hi: the t interval of the mean)."""
+  metrics = [curve_metrics(r) for r in per_seed]
+  keys = set().union(*(m.keys() for m in metrics)) if metrics else set()
+  out = {}
+  for key in sorted(keys):
+    epoch_sets = [set(m.get(key, {})) for m in metrics]
+    epochs = sorted(set.intersection(*epoch_sets)) if epoch_sets else []
+    if not epochs:
+      continue
+    cells = [stats.mean_interval([m[key][e] for m in metrics], confidence=confidence)
+             for e in epochs]
+    out[key] = {"epochs": epochs, **{f: [c[f] for c in cells]
+                                     for f in ("mean", "lo", "hi", "sd", "n")}}
+  return out
+
+
+def pick_norm_key(curves: dict, preferred: str = "") -> Optional[str]:
+  """The curve metric to plot as 'the embedding norm' (projector norm if present)."""
+  if preferred:
+    return preferred if preferred in curves else None
+  norm_keys = [k for k in curves if "norm" in k]
+  for needle in ("projector", "embedding", ""):
+    for key in norm_keys:
+      if needle in key and "mean" in key and "train_mode" not in key:
+        return key
+  return norm_keys[0] if norm_keys else None
+
+
+def _cell(entry: Optional[dict], scale: float, digits: int) -> str:
+  if not entry or entry.get("mean") is None:
+    return "–"
+  text = f"{entry['mean'] * scale:.{digits}f}"
+  if entry.get("lo") is not None:
+    text += f" [{entry['lo'] * scale:.{digits}f}, {entry['hi'] * scale:.{digits}f}]"
+  return text
+
+
+def _scale(metric: str) -> tuple:
+  """(scale, digits) for a metric: accuracies in percent, the rest as they are."""
+  if metric.startswith("knn") or "accuracy" in metric:
+    return 100.0, 1
+  return 1.0, 3
+
+
+def table_markdown(summary: dict, *, metrics: Sequence[str], baseline: str) -> str:
+  """One row per arm: n, and for each metric the mean [95% CI] and the paired
+  difference to the baseline [95% CI] with its detectable difference (mde)."""
+  head = ["arm", "n"]
+  for m in metrics:
+    head += [m, f"Δ{m} vs {baseline}", "mde"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for arm, per_metric in summary.items():
+    ns = [e["n"] for e in per_metric.values()] or [0]
+    cells = [arm, str(max(ns))]
+    for m in metrics:
+      scale, digits = _scale(m)
+      entry = per_metric.get(m)
+      diff = (entry or {}).get("diff")
+      mde = diff.get("mde") if diff else None
+      cells += [_cell(entry, scale, digits), _cell(diff, scale, digits),
+                "–" if mde is None else f"{mde * scale:.{digits}f}"]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def table_csv(summary: dict) -> str:
+  """Long format: arm, metric, statistic (mean/lo/hi/sd/n, diff_*), value."""
+  buf = io.StringIO()
+  writer = csv.writer(buf, lineterminator="\n")
+  writer.writerow(["arm", "metric", "statistic", "value"])
+  for arm, per_metric in summary.items():
+    for metric, entry in per_metric.items():
+      for stat in ("mean", "lo", "hi", "sd", "n"):
+        writer.writerow([arm, metric, stat, "" if entry[stat] is None else entry[stat]])
+      for stat, value in (entry.get("diff") or {}).items():
+        writer.writerow([arm, metric, f"diff_{stat}", "" if value is None else value])
+  return buf.getvalue()
