@@ -96,6 +96,11 @@ RECIPES = {
                    dataclasses.replace(_BYOL, blur_prob=0.1, solarize_prob=0.2)),
     # NOTES.md's digits prototype: crop 0.5-1, no flip, brightness +-0.2, contrast
     # 0.6-1.4 (always), noise 0.05.
+    # Greyscale Fashion-MNIST: the reference's crop, flip and brightness/contrast jitter
+    # (p 0.8); saturation, hue and grayscale do not apply to one channel.
+    "fashion_mnist": _symmetric(ViewRecipe(
+        crop_scale=(0.2, 1.0), flip_prob=0.5, brightness=0.4, contrast=0.4,
+        jitter_prob=0.8)),
     "digits": _symmetric(ViewRecipe(
         crop_scale=(0.5, 1.0), flip_prob=0.0, brightness=0.2, contrast=0.4,
         jitter_mode="independent", brightness_prob=1.0, contrast_prob=1.0,

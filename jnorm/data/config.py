@@ -34,7 +34,7 @@ from ml_collections import config_dict
 from jnorm import errors
 
 TFDS_NAMES = ("cifar10", "cifar100", "oxford_flowers102", "cars196", "imagenette")
-NAMES = ("digits", "spherical") + TFDS_NAMES
+NAMES = ("digits", "fashion_mnist", "spherical") + TFDS_NAMES
 RESIZE_MODES = ("shorter_side_crop", "direct")
 
 
@@ -49,6 +49,9 @@ def get_config_defaults() -> ml_collections.ConfigDict:
       "in_memory": config_dict.placeholder(bool),
       "test_fraction": 497 / 1797,
       "split_seed": 0,
+      "train_per_class": config_dict.placeholder(int),
+      "test_per_class": config_dict.placeholder(int),
+      "subset_seed": 0,
       "long_tail_ratio": 0.0,
       "long_tail_max": config_dict.placeholder(int),
       "long_tail_seed": 0,
@@ -97,6 +100,9 @@ def resolve_config(cfg) -> ml_collections.ConfigDict:
       raise errors.ConfigError(
           f"config.data.long_tail_ratio={out.long_tail_ratio!r} must be >= 1 "
           "(e.g. 1.5 for CIFAR-10-LT) or 0 to turn the long tail off")
+  for field in ("train_per_class", "test_per_class"):
+    if out[field] is not None:
+      errors.check_positive(f"data.{field}", out[field])
   if out.long_tail_max is not None:
     errors.check_positive("data.long_tail_max", out.long_tail_max)
   return out

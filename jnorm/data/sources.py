@@ -16,6 +16,7 @@ from sklearn import model_selection
 
 from jnorm.data import config as data_config
 from jnorm.data import dataset as dataset_lib
+from jnorm.data import fashion_mnist
 
 _DIGITS_LEVELS = 16.0  # load_digits' pixels are integers 0..16
 
@@ -51,6 +52,32 @@ def load_digits(cfg) -> dataset_lib.Dataset:
   train = dataset_lib.ArraySplit(images[train_idx], labels[train_idx])
   test = dataset_lib.ArraySplit(images[test_idx], labels[test_idx])
   return dataset_lib.Dataset("digits", train, test, 10, images.shape[1:])
+
+
+def load_fashion_mnist(cfg) -> dataset_lib.Dataset:
+  """Fashion-MNIST's official split from the Debian package's idx files (or
+  `cfg.data_dir`), as [N, S, S, C] float32 images in [0, 1] (S = image_size, default 28).
+
+  `train_per_class` / `test_per_class` keep a class-balanced subset (the same examples
+  for every run with the same `subset_seed`), chosen before resizing.
+  """
+  splits = []
+  for split, per_class in (("train", cfg.train_per_class), ("test", cfg.test_per_class)):
+    images, labels = fashion_mnist.load_split(split, cfg.data_dir)
+    if per_class is not None:
+      keep = dataset_lib.select_per_class(labels, [per_class] * 10, seed=cfg.subset_seed)
+      images, labels = images[keep], labels[keep]
+    x = images.astype(np.float32)[..., None] / 255.0
+    size = cfg.image_size or 28
+    if size != x.shape[1]:
+      x = resize_images(x, size)
+    if (cfg.channels or 1) == 3:
+      x = np.repeat(x, 3, axis=-1)
+    splits.append(dataset_lib.ArraySplit(x, labels))
+  ds = dataset_lib.Dataset("fashion_mnist", splits[0], splits[1], 10, splits[0].inputs.shape[1:])
+  ds.info.update(train_per_class=cfg.train_per_class, test_per_class=cfg.test_per_class,
+                 subset_seed=cfg.subset_seed)
+  return ds
 
 
 def load_spherical(cfg) -> dataset_lib.Dataset:
@@ -91,6 +118,8 @@ def load_dataset(cfg=None) -> dataset_lib.Dataset:
   cfg = data_config.resolve_config(cfg)
   if cfg.name == "digits":
     ds = load_digits(cfg)
+  elif cfg.name == "fashion_mnist":
+    ds = load_fashion_mnist(cfg)
   elif cfg.name == "spherical":
     ds = load_spherical(cfg)
   else:
