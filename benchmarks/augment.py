@@ -1,14 +1,14 @@
 """Augmented view pairs per second: jnorm's jitted `two_views` vs a per-image pipeline.
 
-    python benchmarks/augment.py [--batch_size 256] [--repeats 7] [--torch_python PATH]
+    python benchmarks/augment.py [--batch_size 256] [--repeats 7] [--torch-python PATH]
 
 Both sides augment the same kind of input: a batch of random 32x32x3 uint8 images, two
-views each, with the `cifar_reference` recipe (PAPER.md §4: RandomResizedCrop(0.2, 1),
+views each, with the `cifar_reference` recipe (docs/paper.md §4.2: RandomResizedCrop(0.2, 1),
 flip 0.5, ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale 0.2).
 - jnorm: `jax.jit(two_views)` on the whole batch; compile and one warm-up call untimed.
 - reference kind: torchvision transforms on PIL images, one image at a time (what a
-  PyTorch Dataset's __getitem__ does), run by `--torch_python` (default $JNORM_TORCH_PYTHON
-  or /work/tvvenv/bin/python) as a subprocess, since jnorm's venv has no torch. If that
+  PyTorch Dataset's __getitem__ does), run by `--torch-python` (default $JNORM_TORCH_PYTHON;
+  a venv with torch and torchvision) as a subprocess, since jnorm's venv has no torch. If that
   interpreter is missing, a PIL-only per-image pipeline with the same ops runs instead.
 Timings are medians over `--repeats` batches. Prints both rates, the ratio, then JSON.
 """
@@ -120,7 +120,7 @@ def time_pil(batch_size: int, repeats: int) -> dict:
 
 
 def time_reference(torch_python: str, batch_size: int, repeats: int, threads: int) -> dict:
-  if not os.path.exists(torch_python):
+  if not torch_python or not os.path.exists(torch_python):
     print(f"no torchvision interpreter at {torch_python}: timing the PIL-only fallback")
     return dict(time_pil(batch_size, repeats), pipeline="PIL per image (fallback)")
   out = subprocess.run(
@@ -137,8 +137,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                       help="torch.set_num_threads for the reference side")
-  parser.add_argument("--torch_python", default=os.environ.get(
-      "JNORM_TORCH_PYTHON", "/work/tvvenv/bin/python"))
+  parser.add_argument("--torch-python", "--torch_python", dest="torch_python",
+                      default=os.environ.get("JNORM_TORCH_PYTHON"),
+                      help="python of a venv with torchvision (default: $JNORM_TORCH_PYTHON)")
   args = parser.parse_args(argv)
   ours = time_jnorm(args.batch_size, args.repeats)
   ref = time_reference(args.torch_python, args.batch_size, args.repeats, args.threads)

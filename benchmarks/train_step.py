@@ -1,10 +1,11 @@
 """Throughput of the SimCLR ResNet-18 CIFAR train step: jnorm (xla / gemm conv) vs torch.
 
-The step (the same as `/work/shared/bench/torch_baseline.py step`): random images
-held in memory, both views [B, 32, 32, 3] through ResNet-18 (CIFAR stem) + projector
-512->128->128 (no BN) in two separate forward passes (BN statistics per view, as
-the reference), the reference's one-directional InfoNCE (t = 0.5), backward, SGD
-(momentum 0.9, lr 0.6, coupled weight decay 1e-6 on every parameter, as torch.optim.SGD).
+The step (the same as `../shared/bench/torch_baseline.py step`, relative to the
+repository root): random images held in memory, both views [B, 32, 32, 3] through
+ResNet-18 (CIFAR stem) + projector 512->128->128 (no BN) in two separate forward
+passes (BN statistics per view, as the reference), the reference's one-directional
+InfoNCE (t = 0.5), backward, SGD (momentum 0.9, lr 0.6, coupled weight decay 1e-6 on
+every parameter, as torch.optim.SGD).
 No data loading or augmentation is timed.
 
 The torch baseline runs as a subprocess (its own warm-up, its own median) in rounds
@@ -14,6 +15,10 @@ Compilation is untimed; every figure is the median over all timed steps.
   python benchmarks/train_step.py                       # batch 128, 3 rounds x 3 steps
   python benchmarks/train_step.py --quick               # batch 16, 2 steps: smoke test
   python benchmarks/train_step.py --impls gemm --rounds 1 --no-torch
+
+The torch interpreter (a virtual environment with torch 2.13; torch is not a jnorm
+dependency) comes from `--torch-python PATH` or the JNORM_TORCH_PYTHON environment
+variable; with neither, or without the baseline script, jnorm is timed alone.
 
 Threads: XLA:CPU runs its intra-op (Eigen) pool on every core it sees; with
 `--threads 1` this script sets `--xla_cpu_multi_thread_eigen=false
@@ -30,8 +35,10 @@ import subprocess
 import sys
 import time
 
-DEFAULT_TORCH_PYTHON = "/work/torchvenv/bin/python"
-TORCH_SCRIPT = "/work/shared/bench/torch_baseline.py"
+# The PyTorch baseline lives next to the repository, outside it: <repo>/../shared/bench.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH_SCRIPT = os.path.normpath(
+    os.path.join(REPO_ROOT, "..", "shared", "bench", "torch_baseline.py"))
 
 
 def parse_args(argv=None):
@@ -44,8 +51,8 @@ def parse_args(argv=None):
   ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
   ap.add_argument("--threads", type=int, default=2)
   ap.add_argument("--impls", default="xla,gemm", help="comma list of conv_impl values")
-  ap.add_argument("--torch-python",
-                  default=os.environ.get("JNORM_TORCH_PYTHON", DEFAULT_TORCH_PYTHON))
+  ap.add_argument("--torch-python", default=os.environ.get("JNORM_TORCH_PYTHON"),
+                  help="python of a venv with torch (default: $JNORM_TORCH_PYTHON)")
   ap.add_argument("--no-torch", action="store_true", help="skip the torch baseline")
   ap.add_argument("--quick", action="store_true", help="batch 16, 2 steps, 1 round")
   args = ap.parse_args(argv)
@@ -134,10 +141,12 @@ def main(argv=None):
   args = parse_args(argv)
   xla_flags = configure_xla_threads(args.threads)
   import jax
-  torch_ok = (not args.no_torch and os.path.exists(args.torch_python)
+  torch_ok = (not args.no_torch and bool(args.torch_python)
+              and os.path.exists(args.torch_python)
               and os.path.exists(TORCH_SCRIPT))
   if not args.no_torch and not torch_ok:
-    print(f"torch baseline unavailable ({args.torch_python} or {TORCH_SCRIPT} missing); "
+    print(f"torch baseline unavailable (--torch-python / JNORM_TORCH_PYTHON: "
+          f"{args.torch_python}; {TORCH_SCRIPT}); "
           "reporting jnorm alone")
   impls = [s for s in args.impls.split(",") if s]
   runners = {}

@@ -1,4 +1,4 @@
-"""Embedding norms as confidence and novelty signals (PAPER.md §3): job "analysis".
+"""Embedding norms as confidence and novelty signals (docs/paper.md §3): job "analysis".
 
 Commands:
   # digits: trains SimCLR (configs/default.py) on classes 0-7 into <workdir>/train, then
@@ -20,29 +20,21 @@ of the trained classes), per-bucket arrays for every head, `class_norm_spearman`
 long-tailed training data, human agreement / entropy per bucket when configured, norm
 trajectories; figures norm_buckets.png, norm_histogram_<head>.png (seen vs novel),
 class_norms.png, human_agreement.png, human_entropy.png, norm_trajectories.png.
-Expected on digits (NOTES.md's prototype): bucket Spearman 0.6-0.9, novelty AUROC ~0.8
+Expected on digits (an early throwaway prototype): bucket Spearman 0.6-0.9, novelty AUROC ~0.8
 with projector norms, lower (~0.65) with backbone norms.
 """
-
-import os
 
 import ml_collections
 from ml_collections import config_dict
 
-from jnorm import jobs
-
-
-def _load_config(filename: str, arg=None) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of a sibling config file (configs/default.py, simclr.py, ...)."""
-  return jobs.load_config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), filename), arg)
+import common
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  variants = set(arg.split(",")) if arg else set()
-  unknown = variants - {"smoke", "cifar10", "cifar100"}
-  if unknown:
-    raise ValueError(f"configs/analysis.py: unknown variant(s) {sorted(unknown)}; use "
-                     f"smoke, cifar10 or cifar100")
+  words = common.parse_arg(arg, ("smoke", "cifar10", "cifar100"), config_file=__file__)
+  dataset = common.pick_one(words, ("cifar10", "cifar100"), default="digits",
+                            config_file=__file__)
+  smoke = "smoke" in words
   c = ml_collections.ConfigDict()
   c.job = "analysis"
   c.train_workdir = ""  # a finished training run; empty: train config.train first
@@ -68,16 +60,17 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   })
   c.trajectory_keys = ()  # metrics.jsonl keys; empty: every embedding-norm key
 
-  if "cifar10" in variants or "cifar100" in variants:
-    name = "cifar10" if "cifar10" in variants else "cifar100"
-    c.train = _load_config("simclr.py", ",".join(sorted(variants)))
-    c.novelty_holdout_classes = ()  # novelty from the other CIFAR instead
-    c.novelty_other_dataset = "cifar100" if name == "cifar10" else "cifar10"
-    c.human_labels.name = f"{name}_n"
-    c.knn.k = 200
+  if dataset == "digits":
+    c.train = common.digits_simclr(smoke=smoke)  # configs/default.py
   else:
-    c.train = _load_config("default.py", "smoke" if "smoke" in variants else None)
-  if "smoke" in variants:
+    c.train = common.simclr(dataset)  # configs/simclr.py:<dataset>
+    if smoke:
+      common.reference_smoke(c.train)
+    c.novelty_holdout_classes = ()  # novelty from the other CIFAR instead
+    c.novelty_other_dataset = "cifar100" if dataset == "cifar10" else "cifar10"
+    c.human_labels.name = f"{dataset}_n"
+    c.knn.k = 200
+  if smoke:
     c.min_bucket_count = 1
     c.novelty_other_max_examples = 64
     c.human_labels.limit = 64

@@ -1,29 +1,28 @@
-"""BYOL with the reference's hyperparameters (PAPER.md §4).
+"""BYOL with the reference's hyperparameters (docs/paper.md §4.1).
 
     python -m jnorm.main --config configs/byol.py:cifar10 --workdir /tmp/byol_c10
+    python -m jnorm.main --config configs/byol.py:digits --workdir /tmp/byol_digits
     python -m jnorm.main --config configs/byol.py:digits,smoke --workdir /tmp/byol_smoke
 
 As configs/simsiam.py (same projector, predictor, loss, optimiser), with batch 64 and
 16 accumulation steps (effective 1024) and a target network that is an EMA of the online
 one with τ = 0.99 (fixed; `--config.byol.tau_schedule=cosine` for BYOL's τ -> 1).
-The reference's BYOL loop crashes (PAPER.md §5); this one does not.
+On digits: configs/simsiam.py:digits with the EMA target. `smoke`: a few steps (as
+configs/simclr.py's). The reference's BYOL loop crashes (docs/paper.md §5.3); this
+one does not.
+Produces in <workdir> (the train job): results.json (`knn_accuracy` of backbone
+features at the end, `knn_accuracy_at_init`, `embedding_norm_mean`, `knn_curve`),
+metrics.jsonl, TensorBoard events, knn_curve.png and checkpoints; rerunning the
+command resumes or reports a finished run.
 """
 
-import os
+import common
 
-from jnorm import jobs
-
-_simsiam = jobs.load_config_module(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "simsiam.py"))
+DATASETS = ("cifar10", "cifar100", "digits")
 
 
 def get_config(arg=None):
-  config = _simsiam.get_config(arg)
-  config.method = "byol"
-  config.byol.tau_base = 0.99
-  config.byol.tau_schedule = "fixed"
-  if config.data.name != "digits" and "smoke" not in (arg or ""):
-    config.batch_size = 64
-    config.optim.accumulation_steps = 16
-    config.checkpoint_every_steps = 10 * (50000 // 64)
-  return config
+  words = common.parse_arg(arg, DATASETS + ("smoke",), config_file=__file__)
+  dataset = common.pick_one(words, DATASETS, default="cifar10", config_file=__file__)
+  config = common.byol(dataset)
+  return common.reference_smoke(config) if "smoke" in words else config

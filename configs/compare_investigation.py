@@ -24,19 +24,18 @@ Findings: docs/findings.md.
   is strongest) with default init, last-layer cut 3 and GradScale p = 1.
 - `long_tail`: digits long-tailed (class i keeps int(130·1.5^-i) train images; test
   balanced) with default init, last-layer cut 3 and GradScale p = 1.
-Seeds: `--config.seeds=0,1` (default 0 only, for compute).
+Seeds: `--config.seeds=0,1` (default 0 only, for compute). No argument: `lr_cut`.
+Produces in <workdir> (the compare job, jnorm/jobs/compare.py): one training run per
+variant and seed in <variant>/seed<k>, results.json (per-arm kNN accuracy at
+`report_epochs` and embedding norms: mean, 95% interval, paired differences to the
+baseline arm), comparison.md, comparison.csv, knn_accuracy_vs_epoch.png and
+norm_vs_epoch.png.
 """
 
-import os
-
-from jnorm import jobs
+import common
 from jnorm.jobs import compare
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-CUT3 = {"cut_factor": 3.0}
-CUT3_LAST = {"cut_factor": 3.0, "cut_scope": "last_layer"}
-GS1 = {"gradscale_power": 1.0}
+CUT3, CUT3_LAST, GS1 = common.CUT3, common.CUT3_LAST, common.GRADSCALE1
 
 
 def _lr(lr):
@@ -74,16 +73,9 @@ STUDIES = {
 
 
 def get_config(arg=None):
-  study = arg or "lr_cut"
-  if study not in STUDIES:
-    raise ValueError(f"configs/compare_investigation.py: unknown study {study!r}; use one "
-                     f"of {sorted(STUDIES)}")
-  base = jobs.load_config_file(os.path.join(_HERE, "default.py"))
-  base.data.image_size = 8  # digits' native resolution: 4x cheaper convolutions
-  base.num_epochs = 4.0
-  base.optim.warmup_epochs = 1.0
-  base.eval.every_epochs = 1  # kNN after every epoch
-  base.progress_bar = False
+  words = common.parse_arg(arg, tuple(STUDIES), config_file=__file__)
+  study = common.pick_one(words, tuple(STUDIES), default="lr_cut", config_file=__file__)
+  base = common.short_digits(common.digits_simclr(), num_epochs=4.0, warmup_epochs=1.0)
   variants = STUDIES[study]
   return compare.comparison_config(
       base=base, variants=variants, run_variants=list(variants), seeds=(0,),

@@ -15,38 +15,9 @@ bank holds only 130 digits per class (with k = 200 every vote mixes classes).
 `:smoke`: a few steps at batch 32 (CI-sized, well under a minute).
 """
 
-from jnorm.training import config as train_config
+import common
 
 
 def get_config(arg=None):
-  config = train_config.defaults()
-  config.method = "simclr"
-  config.loss.name = "infonce"
-  config.loss.temperature = 0.5
-  config.model.backbone = "small_resnet"
-  config.model.projector_dims = (128, 128)
-  config.model.projector_bn = False
-  # At SmallResNet's widths XLA's native convolution beats the GEMM form on CPU
-  # (benchmarks/README.md); 'auto' would pick GEMM on CPU.
-  config.model.conv_impl = "xla"
-  config.data.name = "digits"
-  config.data.image_size = 16
-  config.augment = "digits"
-  config.batch_size = 128
-  config.num_epochs = 32.0
-  config.optim.learning_rate = 0.1
-  config.optim.warmup_epochs = 2.0
-  config.eval.knn_k = 20
-  config.eval.every_epochs = 4
-  config.checkpoint_every_steps = 100
-  if arg == "smoke":
-    config.batch_size = 32
-    config.num_epochs = 0.15  # 6 steps of 40 per epoch
-    config.optim.warmup_epochs = 0.05
-    config.eval.every_epochs = 0
-    config.eval.powers_of_two = False
-    config.checkpoint_every_steps = 3
-    config.log_every_steps = 2
-  elif arg:
-    raise ValueError(f"configs/default.py: unknown argument {arg!r}; use ':smoke' or none")
-  return config
+  words = common.parse_arg(arg, ("smoke",), config_file=__file__)
+  return common.digits_simclr(smoke="smoke" in words)

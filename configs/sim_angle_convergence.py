@@ -1,4 +1,4 @@
-"""Steps to converge vs initial angle at unit norm (PAPER.md §2.2): job "sim_angle_convergence".
+"""Steps to converge vs initial angle at unit norm (docs/paper.md §2.2): job "sim_angle_convergence".
 
 Commands:
   python -m jnorm.main --config configs/sim_angle_convergence.py --workdir /tmp/jnorm_sim_angle
@@ -16,25 +16,15 @@ A few seconds on 2 CPU cores.
 import ml_collections
 import numpy as np
 
-from jnorm import errors
+import common
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  errors.check_choice("get_config arg", arg, (None, "smoke"))
-  config = ml_collections.ConfigDict()
-  config.job = "sim_angle_convergence"
-  config.seed = 0
-  config.angles = tuple(float(a) for a in np.round(np.linspace(0.1, 3.0, 30), 4)) + (3.05, 3.10)
-  config.radius = 1.0
-  config.num_pairs = 500
-  config.dim = 20
-  config.lr = 10.0
-  config.eps = 1e-3
-  config.max_steps = 200_000
-  config.dtype = "float32"
-  if arg == "smoke":
+  smoke = "smoke" in common.parse_arg(arg, ("smoke",), config_file=__file__)
+  config = common.cosine_descent_base("sim_angle_convergence", smoke=smoke)
+  if smoke:
     config.angles = (1.0, 1.5708, 3.0)
-    config.num_pairs = 50
-    config.lr = 1.0  # same lr / num_pairs as the full run
-    config.max_steps = 2_000
+  else:
+    config.angles = tuple(float(a) for a in np.round(np.linspace(0.1, 3.0, 30), 4)) + (3.05, 3.10)
+  config.radius = 1.0
   return config

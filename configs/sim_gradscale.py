@@ -16,28 +16,13 @@ simulation exactly. About 10-30 s on 2 CPU cores (p = 0 runs 9600 steps at r = 1
 
 import ml_collections
 
-from jnorm import errors
+import common
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  errors.check_choice("get_config arg", arg, (None, "smoke"))
-  config = ml_collections.ConfigDict()
-  config.job = "sim_gradscale"
-  config.seed = 0
-  config.powers = (0.0, 0.5, 1.0, 2.0)
-  config.norms = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0)
-  config.num_pairs = 500
-  config.dim = 20
-  config.lr = 10.0
-  config.eps = 1e-3
-  config.max_steps = 200_000
-  config.dtype = "float32"
-  config.progress = True
-  if arg == "smoke":
-    config.powers = (0.0, 1.0)
-    config.norms = (0.5, 1.0, 2.0)
-    config.num_pairs = 50
-    config.lr = 1.0
-    config.max_steps = 2_000
-    config.progress = False
+  smoke = "smoke" in common.parse_arg(arg, ("smoke",), config_file=__file__)
+  config = common.cosine_descent_base("sim_gradscale", smoke=smoke)
+  config.powers = (0.0, 1.0) if smoke else (0.0, 0.5, 1.0, 2.0)
+  config.norms = (0.5, 1.0, 2.0) if smoke else (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0)
+  config.progress = not smoke
   return config

@@ -1,4 +1,4 @@
-"""Steps to converge vs embedding norm (PAPER.md §2.1): job "sim_norm_convergence".
+"""Steps to converge vs embedding norm (docs/paper.md §2.1): job "sim_norm_convergence".
 
 Commands:
   python -m jnorm.main --config configs/sim_norm_convergence.py --workdir /tmp/jnorm_sim_norm
@@ -9,7 +9,7 @@ Commands:
 -mean(z·w)/r², stop at mean cos >= 1 - 1e-3. Produces <workdir>/results.json (`norms`,
 `steps`, `a` of steps ≈ a·r², `exponent` of steps ∝ r^k) and norm_convergence.png.
 Expected: steps ≈ 96·r² (6, 24, 96, 384, 1536, 6144, 9600 for r = 0.25 .. 8, 10; the
-PyTorch baseline `/work/shared/bench/torch_baseline.py converge` gives exactly these),
+PyTorch baseline `../shared/bench/torch_baseline.py converge` gives exactly these),
 exponent ≈ 2. Measured (float32, seed 0): 6, 24, 95, 383, 1532, 6131, 9579; a = 95.8,
 exponent 2.000. A few seconds on 2 CPU cores.
 
@@ -19,25 +19,12 @@ counts by < 0.5% (about the size of the seed-to-seed spread).
 
 import ml_collections
 
-from jnorm import errors
+import common
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  errors.check_choice("get_config arg", arg, (None, "smoke"))
-  config = ml_collections.ConfigDict()
-  config.job = "sim_norm_convergence"
-  config.seed = 0
-  config.norms = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0)
-  config.num_pairs = 500
-  config.dim = 20
-  config.lr = 10.0  # with the mean over num_pairs: each pair moves by lr / num_pairs
-  config.eps = 1e-3
-  config.max_steps = 200_000
+  smoke = "smoke" in common.parse_arg(arg, ("smoke",), config_file=__file__)
+  config = common.cosine_descent_base("sim_norm_convergence", smoke=smoke)
+  config.norms = (0.5, 1.0, 2.0) if smoke else (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0)
   config.first_step_quirk = True
-  config.dtype = "float32"
-  if arg == "smoke":
-    config.norms = (0.5, 1.0, 2.0)
-    config.num_pairs = 50
-    config.lr = 1.0  # same lr / num_pairs as the full run, so the same ~96·r² steps
-    config.max_steps = 2_000
   return config

@@ -18,11 +18,11 @@ seconds on 2 CPU cores.
 
 import ml_collections
 
-from jnorm import errors
+import common
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  errors.check_choice("get_config arg", arg, (None, "smoke"))
+  smoke = "smoke" in common.parse_arg(arg, ("smoke",), config_file=__file__)
   config = ml_collections.ConfigDict()
   config.job = "sim_weight_decay"
   config.seed = 0
@@ -33,7 +33,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.dim = 20
   config.num_steps = 30_000  # ≈ 12 relaxation times 1/(4γλ) for the smallest λ > 0
   config.tail_fraction = 0.1
-  if arg == "smoke":
+  if smoke:
     config.weight_decays = (0.0, 1e-2)
     config.dim = 8
     config.num_steps = 2_000

@@ -1,4 +1,4 @@
-"""SimCLR with the reference's hyperparameters (PAPER.md §4).
+"""SimCLR with the reference's hyperparameters (docs/paper.md §4.1).
 
     python -m jnorm.main --config configs/simclr.py:cifar10 --workdir /tmp/simclr_c10
     python -m jnorm.main --config configs/simclr.py:cifar100 --workdir /tmp/simclr_c100
@@ -11,61 +11,22 @@ weight decay 1e-6 on every parameter, 10 warm-up epochs then cosine to 1e-3, 512
 the `cifar_reference` augmentations; kNN (k = 200, t = 0.1) at powers-of-two epochs.
 Add `--config.optim.schedule_mode=code_faithful` for the reference code's effective
 lr² peak. Needs the TFDS dataset prepared (see the error message otherwise).
-`digits`: configs/default.py's settings. `smoke`: a few steps on a tiny batch.
+`digits`: configs/default.py's data, model and optimiser settings, with `conv_impl`
+'auto' and kNN only at powers-of-two epochs. `smoke`: a few steps on a tiny batch
+(SmallResNet, batch 16).
+Produces in <workdir> (the train job): results.json (`knn_accuracy` of backbone
+features at the end, `knn_accuracy_at_init`, `embedding_norm_mean`, `knn_curve`),
+metrics.jsonl, TensorBoard events, knn_curve.png and checkpoints; rerunning the
+command resumes or reports a finished run.
 """
 
-from jnorm.training import config as train_config
+import common
 
-
-def _apply_smoke(config):
-  config.batch_size = 16
-  config.optim.accumulation_steps = 1
-  config.num_epochs = 4 * 16 / 50000 if config.data.name.startswith("cifar") else 0.1
-  config.optim.warmup_epochs = 0.0
-  config.eval.powers_of_two = False
-  config.eval.every_epochs = 0
-  config.eval.knn_k = 20
-  config.checkpoint_every_steps = 2
-  config.log_every_steps = 1
-  config.model.backbone = "small_resnet"
-  return config
+DATASETS = ("cifar10", "cifar100", "digits")
 
 
 def get_config(arg=None):
-  args = set((arg or "cifar10").split(","))
-  config = train_config.defaults()
-  config.method = "simclr"
-  config.loss.name = "infonce"
-  config.loss.temperature = 0.5
-  config.model.projector_dims = (128, 128)
-  config.model.projector_bn = False
-  config.model.predictor_hidden = 0
-  dataset = (args & {"cifar10", "cifar100", "digits"} or {"cifar10"}).pop()
-  if dataset == "digits":
-    config.data.name = "digits"
-    config.data.image_size = 16
-    config.augment = "digits"
-    config.model.backbone = "small_resnet"
-    config.batch_size = 128
-    config.num_epochs = 32.0
-    config.optim.learning_rate = 0.1
-    config.optim.warmup_epochs = 2.0
-    config.eval.knn_k = 20
-  else:
-    config.data.name = dataset
-    config.augment = "cifar_reference"
-    config.model.backbone = "resnet18"
-    config.model.stem = "cifar"
-    config.batch_size = 256
-    config.num_epochs = 512.0
-    config.optim.learning_rate = 0.6
-    config.optim.weight_decay = 1e-6
-    config.optim.warmup_epochs = 10.0
-    config.optim.end_learning_rate = 1e-3
-    steps_per_epoch = 50000 // config.batch_size  # derived: 195 steps per epoch
-    config.checkpoint_every_steps = 10 * steps_per_epoch
-    config.log_every_steps = 50
-  unknown = args - {"cifar10", "cifar100", "digits", "smoke"}
-  if unknown:
-    raise ValueError(f"configs/simclr.py: unknown argument(s) {sorted(unknown)}")
-  return _apply_smoke(config) if "smoke" in args else config
+  words = common.parse_arg(arg, DATASETS + ("smoke",), config_file=__file__)
+  dataset = common.pick_one(words, DATASETS, default="cifar10", config_file=__file__)
+  config = common.simclr(dataset)
+  return common.reference_smoke(config) if "smoke" in words else config

@@ -1,6 +1,7 @@
-"""SimSiam with the reference's hyperparameters (PAPER.md §4).
+"""SimSiam with the reference's hyperparameters (docs/paper.md §4.1).
 
     python -m jnorm.main --config configs/simsiam.py:cifar10 --workdir /tmp/simsiam_c10
+    python -m jnorm.main --config configs/simsiam.py:digits --workdir /tmp/simsiam_digits
     python -m jnorm.main --config configs/simsiam.py:digits,smoke --workdir /tmp/simsiam_smoke
 
 ResNet-18 (CIFAR stem), projector 3 x Dense(2048) with BN after each, predictor
@@ -8,33 +9,21 @@ ResNet-18 (CIFAR stem), projector 3 x Dense(2048) with BN after each, predictor
 stop-gradient targets; batch 128 with 8 accumulation steps (effective 1024), SGD Nesterov
 momentum 0.9, lr 0.2, weight decay 5e-4, 10 warm-up epochs then cosine to 1e-3, 512
 epochs. GradScale, if on, rescales the predictor outputs' gradients (jnorm.methods).
-`digits`: SmallResNet with a 128-wide projector/predictor; `smoke`: a few steps.
+`digits`: configs/simclr.py:digits with a 128-wide projector (BN) and predictor hidden
+32, lr 0.05; `smoke`: a few steps (as configs/simclr.py's).
+Produces in <workdir> (the train job): results.json (`knn_accuracy` of backbone
+features at the end, `knn_accuracy_at_init`, `embedding_norm_mean`, `knn_curve`),
+metrics.jsonl, TensorBoard events, knn_curve.png and checkpoints; rerunning the
+command resumes or reports a finished run.
 """
 
-import os
+import common
 
-from jnorm import jobs
-
-_simclr = jobs.load_config_module(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "simclr.py"))
+DATASETS = ("cifar10", "cifar100", "digits")
 
 
 def get_config(arg=None):
-  args = set((arg or "cifar10").split(","))
-  config = _simclr.get_config(",".join(args - {"smoke"}) or None)
-  config.method = "simsiam"
-  if config.data.name == "digits":
-    config.model.projector_dims = (128, 128, 128)
-    config.model.predictor_hidden = 32
-    config.optim.learning_rate = 0.05
-  else:
-    config.model.projector_dims = (2048, 2048, 2048)
-    config.model.predictor_hidden = 512
-    config.batch_size = 128
-    config.optim.accumulation_steps = 8
-    config.optim.learning_rate = 0.2
-    config.optim.weight_decay = 5e-4
-    config.optim.nesterov = True
-    config.checkpoint_every_steps = 10 * (50000 // 128)
-  config.model.projector_bn = True
-  return _simclr._apply_smoke(config) if "smoke" in args else config  # pylint: disable=protected-access
+  words = common.parse_arg(arg, DATASETS + ("smoke",), config_file=__file__)
+  dataset = common.pick_one(words, DATASETS, default="cifar10", config_file=__file__)
+  config = common.simsiam(dataset)
+  return common.reference_smoke(config) if "smoke" in words else config

@@ -1,4 +1,4 @@
-"""SimCLR on the synthetic latent-class data (PAPER.md §2.3) with an MLP backbone.
+"""SimCLR on the synthetic latent-class data (docs/paper.md §2.3) with an MLP backbone.
 
     python -m jnorm.main --config configs/spherical.py --workdir /tmp/jnorm_spherical
     python -m jnorm.main --config configs/spherical.py:smoke --workdir /tmp/jnorm_spherical_smoke
@@ -13,18 +13,18 @@ momentum 0.9, lr 0.1, batch 128, 20 epochs. Reports kNN accuracy on backbone fea
 (`class_norm_spearman`, the frequency-vs-norm claim on trained SSL embeddings).
 A vector-data setting: no convolutions, so the norm effects are not mixed with
 BatchNorm'd conv kernels (docs/findings.md §4). `:smoke`: a few steps.
+Produces in <workdir> (the train job): results.json (`knn_accuracy` of backbone
+features at the end, `knn_accuracy_at_init`, `embedding_norm_mean`, `knn_curve`),
+metrics.jsonl, TensorBoard events, knn_curve.png and checkpoints; rerunning the
+command resumes or reports a finished run.
 """
 
-from jnorm.training import config as train_config
+import common
 
 
 def get_config(arg=None):
-  if arg not in (None, "", "smoke"):
-    raise ValueError(f"configs/spherical.py: unknown argument {arg!r}; use ':smoke' or none")
-  config = train_config.defaults()
-  config.method = "simclr"
-  config.loss.name = "infonce"
-  config.loss.temperature = 0.5
+  words = common.parse_arg(arg, ("smoke",), config_file=__file__)
+  config = common.simclr_base()
   config.data.name = "spherical"
   config.model.backbone = "mlp"
   config.model.mlp_features = (64, 64)
@@ -37,12 +37,7 @@ def get_config(arg=None):
   config.eval.knn_k = 20
   config.eval.every_epochs = 2
   config.checkpoint_every_steps = 100
-  if arg == "smoke":
-    config.batch_size = 32
-    config.num_epochs = 0.05
-    config.optim.warmup_epochs = 0.0
-    config.eval.every_epochs = 0
-    config.eval.powers_of_two = False
-    config.checkpoint_every_steps = 2
-    config.log_every_steps = 1
+  if "smoke" in words:
+    common.smoke_settings(config, batch_size=32, num_epochs=0.05, warmup_epochs=0.0,
+                          checkpoint_every_steps=2, log_every_steps=1)
   return config

@@ -1,7 +1,7 @@
 """SSL augmentations in pure JAX: per-example keys, jit- and vmap-able, on the device.
 
 The ops act on ONE image [H, W, C] float in [0, 1] (C = 1 or 3) and follow torchvision's
-semantics, which the reference uses (PAPER.md §4):
+semantics, which the reference uses (docs/paper.md §4.2):
 
 - `random_resized_crop`: torchvision's RandomResizedCrop box sampling (10 tries of
   area ~ U(scale) * H * W and log-aspect ~ U(log ratio), integer box, centre-crop
@@ -21,9 +21,10 @@ semantics, which the reference uses (PAPER.md §4):
   jitter_mode 'independent': each op has its own probability (`*_prob`), fixed order
   brightness, contrast, saturation, hue.
 - grayscale (a weighted sum with `pix.rgb_to_grayscale`'s weights: 0.2989 R + 0.587 G + 0.114 B, as torchvision on
-  tensors; kept 3-channel), Gaussian blur
-  (`pix.gaussian_blur`, sigma ~ U(blur_sigma), kernel ~10% of the side; deviation:
-  zero padding where torchvision reflects), solarize (`pix.solarize`), additive noise.
+  tensors; kept 3-channel), Gaussian blur (`gaussian_blur`: torchvision's GaussianBlur,
+  separable kernel exp(-x²/2σ²) normalised, reflect padding without repeating the edge,
+  sigma ~ U(blur_sigma), kernel ~10% of the side), solarize (`pix.solarize`), additive
+  noise.
 - One-channel images (digits): saturation, hue and grayscale are no-ops.
 
 `two_views(key, images, *, recipe)` maps [B, H, W, C] (uint8 or float) to two float32
@@ -85,7 +86,7 @@ _BYOL = ViewRecipe(
     crop_scale=(0.08, 1.0), flip_prob=0.5, brightness=0.4, contrast=0.4, saturation=0.2,
     hue=0.1, jitter_prob=0.8, grayscale_prob=0.2)
 RECIPES = {
-    # PAPER.md §4: the reference's CIFAR pipeline (no blur, no normalisation).
+    # docs/paper.md §4.2: the reference's CIFAR pipeline (no blur, no normalisation).
     "cifar_reference": _symmetric(_CIFAR_REFERENCE),
     # SimCLR's ImageNet recipe (Chen et al. 2020, appendix A).
     "simclr": _symmetric(dataclasses.replace(
@@ -94,7 +95,7 @@ RECIPES = {
     # BYOL's asymmetric views (Grill et al. 2020, table 6): blur 1.0 / 0.1, solarize 0 / 0.2.
     "byol": Recipe(dataclasses.replace(_BYOL, blur_prob=1.0),
                    dataclasses.replace(_BYOL, blur_prob=0.1, solarize_prob=0.2)),
-    # NOTES.md's digits prototype: crop 0.5-1, no flip, brightness +-0.2, contrast
+    # An early digits prototype's recipe: crop 0.5-1, no flip, brightness +-0.2, contrast
     # 0.6-1.4 (always), noise 0.05.
     # Greyscale Fashion-MNIST: the reference's crop, flip and brightness/contrast jitter
     # (p 0.8); saturation, hue and grayscale do not apply to one channel.
@@ -368,6 +369,20 @@ def _blur_kernel_size(height: int) -> int:
   return max(3, 2 * (height // 20) + 1)  # odd, ~10% of the side (SimCLR: 23 px at 224)
 
 
+def gaussian_blur(image: jax.Array, sigma, kernel_size: int) -> jax.Array:
+  """torchvision's GaussianBlur of [H, W, C] (odd kernel_size < 2 min(H, W)).
+
+  The 1-D kernel exp(-x²/(2 sigma²)), x = -r..r (r = kernel_size // 2), normalised to sum
+  1 (torchvision's `_get_gaussian_kernel1d`, as dm-pix's), applied along H and W after
+  padding r pixels with torch's 'reflect' mode (numpy's 'reflect': the edge pixel is not
+  repeated, [a b c] -> [b a b c b]); dm-pix's own SAME padding is zeros, which darkens
+  the border. tests/test_blur_reference.py checks it against scipy.ndimage.
+  """
+  r = int(kernel_size) // 2
+  padded = jnp.pad(image, ((r, r), (r, r), (0, 0)), mode="reflect")
+  return pix.gaussian_blur(padded, sigma, 2 * r + 1, padding="VALID")
+
+
 # ---------------------------------------------------------------- pipelines
 
 # One uniform draw per example and view, sliced into the ops' fields (one threefry call
@@ -396,7 +411,7 @@ def augment_image(key: jax.Array, image: jax.Array, *, view: ViewRecipe) -> jax.
   if view.blur_prob > 0:
     lo, hi = view.blur_sigma
     sigma = lo + (hi - lo) * u[_U_SIGMA]
-    blurred = jnp.clip(pix.gaussian_blur(x, sigma, _blur_kernel_size(x.shape[0])), 0.0, 1.0)
+    blurred = jnp.clip(gaussian_blur(x, sigma, _blur_kernel_size(x.shape[0])), 0.0, 1.0)
     x = jnp.where(u[_U_BLUR] < view.blur_prob, blurred, x)
   if view.solarize_prob > 0:
     x = jnp.where(u[_U_SOLARIZE] < view.solarize_prob,

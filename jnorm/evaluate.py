@@ -148,7 +148,7 @@ def linear_probe_accuracy(train_features, train_labels, test_features, test_labe
   jitted `fori_loop`. Features are standardised with the train split's per-feature
   mean and std unless `standardize=False`: this makes one learning rate work for
   backbone features of any scale (embedding norms grow during SSL training, see
-  PAPER.md §1) and does not change which linear classifiers exist.
+  docs/paper.md §1.3) and does not change which linear classifiers exist.
   Deviation from the reference: its probe is a torch `nn.Linear` trained with SGD on
   features extracted on the fly; here the features are extracted once (eval-mode
   BatchNorm, see `extract_features`) and the head is fit on the stored arrays.

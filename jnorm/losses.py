@@ -148,7 +148,7 @@ def repulsion_loss(z1: jax.Array, z2: jax.Array, *, temperature,
                    eps: float = DEFAULT_EPS) -> jax.Array:
   """mean_i log Σ_{j≠i} exp(cos(z1_i, z2_j) / t): the reference's negative-pair term.
 
-  Only cross-view negatives count and the positive j = i is left out (PAPER.md §5).
+  Only cross-view negatives count and the positive j = i is left out (docs/paper.md §5.1).
 
   Args:
     z1, z2: [N, D] embeddings of two views, N >= 2.
@@ -180,7 +180,7 @@ def infonce_loss(z1: jax.Array, z2: jax.Array, *, temperature,
 
   It is one-directional (anchors come from z1 only), only cross-view negatives count,
   and the positive is NOT in the denominator. This differs from SimCLR's NT-Xent
-  (`nt_xent_loss`); it is offered as the faithful mode (PAPER.md §5).
+  (`nt_xent_loss`); it is offered as the faithful mode (docs/paper.md §5.1).
 
   Args:
     z1, z2: [N, D] embeddings of two views, N >= 2.

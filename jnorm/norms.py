@@ -1,6 +1,6 @@
 """Embedding norms as confidence: pure analysis functions (numpy / scipy / sklearn, no I/O).
 
-PAPER.md §3 (Draganov et al. 2025): smaller embedding norms mark unexpected, less
+docs/paper.md §3 (Draganov et al. 2025): smaller embedding norms mark unexpected, less
 confident samples; larger norms mark familiar ones. This module measures that:
 
 - `norm_buckets`: norms min-max normalised to [0, 1] (subtract the minimum, divide by
@@ -23,6 +23,7 @@ import numpy as np
 import scipy.stats
 import sklearn.metrics
 
+from jnorm import errors
 from jnorm import evaluate
 
 
@@ -135,7 +136,7 @@ def norm_bucket_spearman(norms, correct, *, num_buckets: int = 20,
 def novelty_auroc(seen_norms, novel_norms) -> float:
   """AUROC of -||z|| for telling novel samples (positives) from seen ones.
 
-  Smaller norms mark unexpected samples (PAPER.md), so the novelty score is the
+  Smaller norms mark unexpected samples (docs/paper.md §3.4), so the novelty score is the
   negative norm: 1.0 = every novel sample has a smaller norm than every seen one,
   0.5 = chance. Equals P(norm_seen > norm_novel) + P(tie) / 2 (Mann-Whitney U).
   """
@@ -168,7 +169,7 @@ def class_norm_spearman(norms, labels, class_counts) -> float:
 
   Returns:
     rho over the classes present (positive: frequent classes get larger norms, as in
-    PAPER.md §2.3); NaN if fewer than 3 classes or constant inputs.
+    docs/paper.md §2.3); NaN if fewer than 3 classes or constant inputs.
   """
   class_counts = np.asarray(class_counts, np.float64)
   means = class_mean_norms(norms, labels, num_classes=class_counts.size)

@@ -22,11 +22,13 @@ def finite(values: Sequence) -> np.ndarray:
   return vals[np.isfinite(vals)]
 
 
-def mean_interval(values: Sequence, *, confidence: float = 0.95) -> dict:
+def mean_interval(values: Sequence, *, confidence: float = 0.95,
+                  bounds: Optional[tuple] = None) -> dict:
   """{'mean', 'lo', 'hi', 'sd', 'n'}: the mean of the finite values and its t interval.
 
   sd is the sample standard deviation (ddof 1). With one value the interval and sd are
-  None; with none, everything but n is None.
+  None; with none, everything but n is None. `bounds` (lo, hi) clips the interval to
+  the range the quantity can take (e.g. (-1, 1) for a correlation).
   """
   vals = finite(values)
   n = int(vals.size)
@@ -37,7 +39,10 @@ def mean_interval(values: Sequence, *, confidence: float = 0.95) -> dict:
     return {"mean": mean, "lo": None, "hi": None, "sd": None, "n": 1}
   sd = float(vals.std(ddof=1))
   half = float(scipy.stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-  return {"mean": mean, "lo": mean - half, "hi": mean + half, "sd": sd, "n": n}
+  lo, hi = mean - half, mean + half
+  if bounds is not None:
+    lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+  return {"mean": mean, "lo": lo, "hi": hi, "sd": sd, "n": n}
 
 
 def min_detectable_difference(sd: Optional[float], n: int, *, alpha: float = 0.05,

@@ -8,6 +8,8 @@ Per-run scalar metrics (`run_metrics`):
   knn@<e>              kNN accuracy after epoch e (e in `report_epochs`)
   knn_auc              mean kNN accuracy over the evaluated epochs (area / span)
   epochs_to_<t>        first epoch the kNN curve reaches t (interpolated; missing if never)
+  steps_to_loss_<l>    first logged step at which the training loss is <= l (from the
+                       run's 'loss_curve' [(step, loss)], when present)
   knn_accuracy         final kNN accuracy
   linear_probe_accuracy, embedding_norm_mean, backbone_norm_mean (when present)
   <norm key>@first / @last: the first and last value of each norm curve
@@ -53,8 +55,13 @@ def threshold_key(threshold: float) -> str:
   return f"epochs_to_{threshold:g}"
 
 
+def loss_threshold_key(loss: float) -> str:
+  return f"steps_to_loss_{loss:g}"
+
+
 def run_metrics(results: dict, *, report_epochs: Sequence[float] = (),
-                threshold: Optional[float] = None) -> dict:
+                threshold: Optional[float] = None,
+                loss_threshold: Optional[float] = None) -> dict:
   """The scalar metrics of one run (module docstring); missing ones are None."""
   curves = curve_metrics(results)
   knn = curves.get("knn_accuracy", {})
@@ -64,6 +71,9 @@ def run_metrics(results: dict, *, report_epochs: Sequence[float] = (),
   if threshold is not None:
     out[threshold_key(threshold)] = stats.epochs_to_threshold(
         epochs, [knn[e] for e in epochs], threshold)
+  if loss_threshold is not None:
+    steps = [s for s, loss in results.get("loss_curve", []) if loss <= loss_threshold]
+    out[loss_threshold_key(loss_threshold)] = float(steps[0]) if steps else None
   for key in _FINAL_KEYS:
     value = results.get(key)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -76,16 +86,18 @@ def run_metrics(results: dict, *, report_epochs: Sequence[float] = (),
 
 
 def compare_arms(per_arm: dict, *, baseline: str, report_epochs: Sequence[float] = (),
-                 threshold: Optional[float] = None, confidence: float = 0.95) -> dict:
+                 threshold: Optional[float] = None, loss_threshold: Optional[float] = None,
+                 confidence: float = 0.95) -> dict:
   """{arm: {metric: mean_interval (+ 'diff': paired difference to `baseline`)}}.
 
   Args:
     per_arm: {arm: {seed: results dict}}, arms in table order.
     baseline: the arm every other arm is differenced against, seed by seed.
-    report_epochs, threshold: see `run_metrics`.
+    report_epochs, threshold, loss_threshold: see `run_metrics`.
     confidence: of every interval.
   """
-  per_run = {arm: {seed: run_metrics(r, report_epochs=report_epochs, threshold=threshold)
+  per_run = {arm: {seed: run_metrics(r, report_epochs=report_epochs, threshold=threshold,
+                                     loss_threshold=loss_threshold)
                    for seed, r in runs.items()} for arm, runs in per_arm.items()}
   base = per_run.get(baseline, {})
   out = {}

@@ -162,3 +162,24 @@ def test_recipes_and_unknown_name():
   assert augment.get_recipe("digits").view1.flip_prob == 0.0
   with pytest.raises(errors.ConfigError, match="recipe"):
     augment.get_recipe("simclr_v9")
+
+
+def test_noisy_views_are_keyed_scale_free_and_per_example():
+  x = jax.random.normal(jax.random.key(0), (6, 16)) * 7.0
+  key = jax.random.key(1)
+  v1, v2 = augment.noisy_views(key, x, relative_std=0.5)
+  w1, w2 = augment.noisy_views(key, x, relative_std=0.5)
+  np.testing.assert_array_equal(v1, w1)
+  np.testing.assert_array_equal(v2, w2)
+  assert v1.shape == x.shape and not np.allclose(v1, v2)
+  # Scale-free: scaling x scales the views by the same factor.
+  s1, _ = augment.noisy_views(key, 3.0 * x, relative_std=0.5)
+  np.testing.assert_allclose(s1, 3.0 * v1, rtol=1e-5, atol=1e-5)
+  # Noise size: std of (view - x) / rms(x) is about relative_std.
+  big = jax.random.normal(jax.random.key(2), (512, 64))
+  b1, _ = augment.noisy_views(key, big, relative_std=0.5)
+  rms = jnp.linalg.norm(big, axis=-1, keepdims=True) / 8.0
+  assert abs(float(jnp.std((b1 - big) / rms)) - 0.5) < 0.02
+  # Example i's views depend on its id, not its position in the batch.
+  p1, _ = augment.noisy_views(key, x[::-1], example_ids=jnp.arange(6)[::-1])
+  np.testing.assert_allclose(p1[::-1], v1, rtol=1e-6)

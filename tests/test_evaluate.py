@@ -2,11 +2,13 @@
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn import datasets, linear_model, model_selection
 
 from jnorm import evaluate
+from jnorm import models
 
 
 def _brute_force_knn(bank, bank_labels, query, *, num_classes, k, temperature,
@@ -154,3 +156,98 @@ def test_extract_features_eval_and_train_mode_batchnorm():
   np.testing.assert_allclose(got_train["backbone"], expect_train, rtol=1e-4, atol=1e-4)
   assert got_train["projector"].shape == (8, 2)
   assert not np.allclose(got_eval["backbone"], got_train["backbone"])
+
+
+class _OneBatchNorm(nn.Module):
+  """A single BatchNorm layer in float64 (momentum as given)."""
+  momentum: float = 0.9
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
+                        dtype=jnp.float64, param_dtype=jnp.float64)(x)
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.99])
+def test_reestimate_batch_stats_is_the_mean_of_exact_batch_moments(x64, momentum):
+  net = _OneBatchNorm(momentum=momentum)
+  rng = np.random.default_rng(6)
+  scale, shift = np.array([0.5, 2.0, 10.0]), np.array([-3.0, 0.0, 7.0])
+  inputs = [rng.normal(size=[8, 3]) * scale + shift for _ in range(3)]
+  variables = net.init(jax.random.key(0), inputs[0], train=True)
+  # Running statistics that are not the initial ones: they must not leak in.
+  variables = {"params": variables["params"],
+               "batch_stats": {"BatchNorm_0": {"mean": np.full(3, 5.0), "var": np.full(3, 9.0)}}}
+  padded = np.concatenate([rng.normal(size=[5, 3]) * 100.0, np.zeros([3, 3])])
+  batches = [{"input": x, "mask": np.ones(8, bool)} for x in inputs]
+  batches.append({"input": padded, "mask": np.arange(8) < 5})  # skipped: it is padded
+  got = evaluate.reestimate_batch_stats(net.apply, variables, batches, momentum=momentum)
+  want_mean = np.mean([x.mean(0) for x in inputs], axis=0)
+  want_var = np.mean([x.var(0) for x in inputs], axis=0)  # biased, per batch
+  np.testing.assert_allclose(got["BatchNorm_0"]["mean"], want_mean, rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(got["BatchNorm_0"]["var"], want_var, rtol=1e-12)
+  # Not the variance of all the rows pooled: the per-batch means differ.
+  assert not np.allclose(got["BatchNorm_0"]["var"], np.concatenate(inputs).var(0), rtol=1e-3)
+  # Only padded batches: their valid rows are used.
+  only = evaluate.reestimate_batch_stats(net.apply, variables, batches[-1:], momentum=momentum)
+  np.testing.assert_allclose(only["BatchNorm_0"]["mean"], padded[:5].mean(0), rtol=1e-12)
+  np.testing.assert_allclose(only["BatchNorm_0"]["var"], padded[:5].var(0), rtol=1e-12)
+  with pytest.raises(ValueError, match="no batches"):
+    evaluate.reestimate_batch_stats(net.apply, variables, [], momentum=momentum)
+
+
+def _small_ssl_net():
+  cfg = models.default_model_config()
+  cfg.backbone, cfg.conv_impl = "small_resnet", "xla"
+  cfg.projector_dims, cfg.projector_bn, cfg.predictor_hidden = (16, 8), True, 8
+  return models.build_ssl_net(cfg)
+
+
+def test_reestimated_stats_match_each_batchnorm_input_of_an_ssl_net_in_train_mode():
+  """Every BatchNorm of an SSLNet: the re-estimated statistics are the batch moments of
+  that layer's input when the network runs in train mode (captured by interception)."""
+  net = _small_ssl_net()
+  rng = np.random.default_rng(7)
+  inputs = [rng.random([6, 8, 8, 1]).astype(np.float32) for _ in range(2)]
+  variables = net.init(jax.random.key(0), inputs[0], train=True)
+  # Move the weights away from init so every layer's statistics are non-trivial.
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape),
+                        variables["params"])
+  variables = {"params": params, "batch_stats": variables["batch_stats"]}
+  captured = {}
+
+  def capture(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+      x = np.asarray(args[0], np.float64)
+      captured.setdefault(context.module.path, []).append(x.reshape(-1, x.shape[-1]))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(capture):
+    for x in inputs:
+      net.apply(variables, x, train=True, mutable=["batch_stats"])
+  got = evaluate.reestimate_batch_stats(
+      net.apply, variables, [{"input": x} for x in inputs])
+  paths = {tuple(p.key for p in path[:-1]) for path, _ in
+           jax.tree_util.tree_flatten_with_path(got)[0]}
+  assert paths == set(captured) and len(paths) >= 4  # backbone, projector and predictor BNs
+  for path, xs in captured.items():
+    stats = got
+    for key in path:
+      stats = stats[key]
+    want_mean = np.mean([x.mean(0) for x in xs], axis=0)
+    want_var = np.mean([x.var(0) for x in xs], axis=0)
+    np.testing.assert_allclose(stats["mean"], want_mean, rtol=2e-4, atol=1e-5, err_msg=path)
+    np.testing.assert_allclose(stats["var"], want_var, rtol=2e-4, atol=1e-5, err_msg=path)
+
+
+def test_one_batch_eval_mode_with_reestimated_stats_equals_train_mode():
+  net = _small_ssl_net()
+  x = np.random.default_rng(8).random([6, 8, 8, 1]).astype(np.float32)
+  variables = net.init(jax.random.key(0), x, train=True)
+  train_out, _ = net.apply(variables, x, train=True, mutable=["batch_stats"])
+  stats = evaluate.reestimate_batch_stats(net.apply, variables, [{"input": x}])
+  eval_out = net.apply({"params": variables["params"], "batch_stats": stats}, x, train=False)
+  stale = net.apply(variables, x, train=False)  # the initial running statistics
+  for head in ("backbone", "projector", "predictor"):
+    np.testing.assert_allclose(eval_out[head], train_out[head], rtol=1e-3, atol=1e-4)
+  assert not np.allclose(stale["projector"], train_out["projector"], rtol=1e-2, atol=1e-3)

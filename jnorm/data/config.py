@@ -3,12 +3,20 @@
 Only `load_dataset` reads a config; everything below it takes explicit arguments.
 Fields (every one optional; a missing field takes the default below):
 
-  name               'digits' (embedded, offline default) | 'spherical' | 'cifar10' |
-                     'cifar100' | 'oxford_flowers102' | 'cars196' | 'imagenette'.
-  data_dir           TFDS data directory (None: TFDS's default, ~/tensorflow_datasets).
+  name               'digits' (embedded, offline default) | 'fashion_mnist' (Debian's
+                     dataset-fashion-mnist: jnorm.data.fashion_mnist) | 'spherical' |
+                     'cifar10' | 'cifar100' | 'oxford_flowers102' | 'cars196' | 'imagenette'.
+  source             how the data are read (None: the dataset's only or default way).
+                     fashion_mnist: 'idx' (the idx .gz files; the default) or 'tfds'
+                     (TFDS's prepared `fashion_mnist`, read with tfds.data_source; write
+                     it once with `jnorm.data.fashion_mnist.prepare_tfds(DIR)`). TFDS
+                     sets: 'tfds' only. digits, spherical: must stay None.
+  data_dir           TFDS data directory (None: TFDS's default, ~/tensorflow_datasets);
+                     fashion_mnist with source 'idx': the folder of the idx .gz files
+                     (None: /usr/share/datasets/fashion-mnist, Debian's package).
   image_size         output side in pixels (None: the source's default: digits 16,
-                     CIFAR 32, other TFDS sets 64).
-  channels           1 or 3 for digits (None: 1); TFDS images are always 3.
+                     fashion_mnist 28, CIFAR 32, other TFDS sets 64).
+  channels           1 or 3 for digits and fashion_mnist (None: 1); TFDS images are always 3.
   resize             'shorter_side_crop' (shorter side to image_size, then a centre
                      crop: keeps the aspect ratio; the default) or 'direct' (squash).
   in_memory          TFDS only: decode + resize every image once at load and hold
@@ -16,13 +24,17 @@ Fields (every one optional; a missing field takes the default below):
   test_fraction      digits: fraction of examples held out as the test
                      split (stratified); 0.2766 gives digits' 1300 / 497.
   split_seed         seed of the stratified train/test split (digits).
+  train_per_class,   fashion_mnist: keep this many examples of each class in the train /
+  test_per_class     test split (None: all), chosen before resizing; the same examples
+                     for the same subset_seed (and source: the TFDS records' order differs).
+  subset_seed        seed of that class-balanced choice.
   long_tail_ratio    imbalance ratio r: class i keeps int(long_tail_max * r**-i) train
                      examples (0 or None: off). CIFAR-10-LT: 1.5; CIFAR-100-LT: 1.03365.
   long_tail_max      n_max (None: the smallest class count of the train split).
   long_tail_seed     seed of the order in which each class's first k are kept.
   train_classes      list of labels kept in the TRAIN split only (None: all); the test
                      split is untouched, for novelty analyses ("train on 0-7").
-  spherical_*        the synthetic source (PAPER.md §2.3): class_weights (1:2:4:8),
+  spherical_*        the synthetic source (docs/paper.md §2.3): class_weights (1:2:4:8),
                      num_train (2000), num_test (1000), latent_dim, observed_dim,
                      noise_std, scale, seed (samples), structure_seed (class means and
                      observation matrix, shared by train and test).
@@ -35,6 +47,7 @@ from jnorm import errors
 
 TFDS_NAMES = ("cifar10", "cifar100", "oxford_flowers102", "cars196", "imagenette")
 NAMES = ("digits", "fashion_mnist", "spherical") + TFDS_NAMES
+SOURCES = ("idx", "tfds")
 RESIZE_MODES = ("shorter_side_crop", "direct")
 
 
@@ -42,6 +55,7 @@ def get_config_defaults() -> ml_collections.ConfigDict:
   """Returns a ConfigDict holding every field `config.data` accepts, with defaults."""
   return ml_collections.ConfigDict({
       "name": "digits",
+      "source": config_dict.placeholder(str),
       "data_dir": config_dict.placeholder(str),
       "image_size": config_dict.placeholder(int),
       "channels": config_dict.placeholder(int),
@@ -87,6 +101,14 @@ def resolve_config(cfg) -> ml_collections.ConfigDict:
     merged["train_classes"] = tuple(int(c) for c in merged["train_classes"])
   out = ml_collections.ConfigDict(merged)
   errors.check_choice("data.name", out.name, NAMES)
+  if out.source is not None:
+    errors.check_choice("data.source", out.source, SOURCES)
+    allowed = {"fashion_mnist": SOURCES}.get(
+        out.name, ("tfds",) if out.name in TFDS_NAMES else ())
+    if out.source not in allowed:
+      raise errors.ConfigError(
+          f"config.data.source={out.source!r} does not apply to data.name={out.name!r}; "
+          f"use one of {list(allowed)!r} or leave it unset")
   errors.check_choice("data.resize", out.resize, RESIZE_MODES)
   if out.image_size is not None:
     errors.check_positive("data.image_size", out.image_size)

@@ -108,7 +108,7 @@ def class_counts(labels: np.ndarray, num_classes: int) -> list:
 def long_tail_counts(n_max: int, ratio: float, num_classes: int) -> list:
   """Examples kept per class in a long-tailed variant: class i keeps int(n_max * ratio**-i).
 
-  As the reference (PAPER.md §4): CIFAR-10-LT is long_tail_counts(5000, 1.5, 10)
+  As the reference (docs/paper.md §4.4): CIFAR-10-LT is long_tail_counts(5000, 1.5, 10)
   (14,736 images), CIFAR-100-LT long_tail_counts(500, 1.03365, 100) (14,750).
   """
   return [int(n_max * ratio ** (-i)) for i in range(num_classes)]

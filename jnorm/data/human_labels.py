@@ -1,6 +1,6 @@
 """Human annotations of CIFAR images: CIFAR-10N, CIFAR-100N, CIFAR-10H.
 
-Used to ask whether embedding norms track human confidence (PAPER.md §3): annotator
+Used to ask whether embedding norms track human confidence (docs/paper.md §3.3): annotator
 agreement should rise, and label entropy fall, with the norm.
 
 Every loader returns a `HumanLabels`: per-sample vote counts over the classes, the

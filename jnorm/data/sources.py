@@ -3,7 +3,7 @@
 - `digits`: scikit-learn's embedded 8x8 digits (1,797 images, 16 grey levels), scaled to
   [0, 1], resized once at load with bilinear interpolation (`jax.image.resize`), stratified
   1300 / 497 train/test split. Runs offline everywhere: the default.
-- `spherical`: helper B's `jnorm.data.synthetic.latent_class_data` (PAPER.md §2.3). Train
+- `spherical`: `jnorm.data.synthetic.latent_class_data` (docs/paper.md §2.3). Train
   and test share the observation matrix and class means (one `structure_seed`) and
   draw different samples and noise: same distribution, same class weights.
 - TFDS sets: `jnorm.data.tfds_source`.
@@ -56,17 +56,18 @@ def load_digits(cfg) -> dataset_lib.Dataset:
 
 def load_fashion_mnist(cfg) -> dataset_lib.Dataset:
   """Fashion-MNIST's official split from the Debian package's idx files (or
-  `cfg.data_dir`), as [N, S, S, C] float32 images in [0, 1] (S = image_size, default 28).
+  `cfg.data_dir`), or with cfg.source='tfds' from TFDS's prepared `fashion_mnist` (see
+  `jnorm.data.fashion_mnist`), as [N, S, S, C] float32 images in [0, 1] (S =
+  image_size, default 28).
 
   `train_per_class` / `test_per_class` keep a class-balanced subset (the same examples
   for every run with the same `subset_seed`), chosen before resizing.
   """
+  source = cfg.source or "idx"
   splits = []
   for split, per_class in (("train", cfg.train_per_class), ("test", cfg.test_per_class)):
-    images, labels = fashion_mnist.load_split(split, cfg.data_dir)
-    if per_class is not None:
-      keep = dataset_lib.select_per_class(labels, [per_class] * 10, seed=cfg.subset_seed)
-      images, labels = images[keep], labels[keep]
+    images, labels = fashion_mnist.load(split, source=source, data_dir=cfg.data_dir,
+                                        per_class=per_class, subset_seed=cfg.subset_seed)
     x = images.astype(np.float32)[..., None] / 255.0
     size = cfg.image_size or 28
     if size != x.shape[1]:
@@ -75,19 +76,19 @@ def load_fashion_mnist(cfg) -> dataset_lib.Dataset:
       x = np.repeat(x, 3, axis=-1)
     splits.append(dataset_lib.ArraySplit(x, labels))
   ds = dataset_lib.Dataset("fashion_mnist", splits[0], splits[1], 10, splits[0].inputs.shape[1:])
-  ds.info.update(train_per_class=cfg.train_per_class, test_per_class=cfg.test_per_class,
-                 subset_seed=cfg.subset_seed)
+  ds.info.update(source=source, train_per_class=cfg.train_per_class,
+                 test_per_class=cfg.test_per_class, subset_seed=cfg.subset_seed)
   return ds
 
 
 def load_spherical(cfg) -> dataset_lib.Dataset:
-  """Latent classes on S^(latent_dim-1) mapped to observed_dim (helper B's generator).
+  """Latent classes on S^(latent_dim-1) mapped to observed_dim (`synthetic.latent_class_data`).
 
   Train and test share the class means and observation matrix (`structure_seed`) and
   draw their own samples: seeds 2*spherical_seed (train) and 2*spherical_seed + 1 (test),
   so no two runs' splits coincide.
   """
-  from jnorm.data import synthetic  # pylint: disable=g-import-not-at-top  # helper B's module
+  from jnorm.data import synthetic  # pylint: disable=g-import-not-at-top
   weights = tuple(float(w) for w in cfg.spherical_class_weights)
   common = dict(
       class_weights=weights, latent_dim=cfg.spherical_latent_dim,

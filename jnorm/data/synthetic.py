@@ -1,7 +1,7 @@
 """Synthetic class-imbalanced data: latent classes on a sphere, seen through a random map.
 
 The class-imbalance simulation of Draganov et al. (ICML 2025, §"Embedding norms and
-class imbalance"; PAPER.md §2.3) draws 4 latent classes on S⁹ with weights 1:2:4:8,
+class imbalance"; docs/paper.md §2.3) draws 4 latent classes on S⁹ with weights 1:2:4:8,
 adds Gaussian noise of std 1, and maps the points to 64 dimensions with a random
 matrix scaled by 10. This module generates that data, deterministically for a seed.
 

@@ -33,21 +33,27 @@ SPLITS = {
 _IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
 
 
-def _not_prepared(name: str, data_dir) -> errors.DatasetNotFoundError:
+def _not_prepared(name: str, data_dir, hint=None) -> errors.DatasetNotFoundError:
   where = data_dir or os.path.join("~", "tensorflow_datasets")
-  return errors.DatasetNotFoundError(
-      f"TFDS dataset '{name}' is not prepared (in array_record format) in {where}; on a "
-      f"machine with internet run `tfds build {name} --data_dir=DIR "
+  hint = hint or (
+      f"on a machine with internet run `tfds build {name} --data_dir=DIR "
       "--file_format=array_record`, copy DIR here and pass --config.data.data_dir=DIR")
+  return errors.DatasetNotFoundError(
+      f"TFDS dataset '{name}' is not prepared (in array_record format) in {where}; {hint}")
 
 
-def open_source(name: str, split: str, data_dir):
-  """`tfds.data_source(name, split)`, or a one-line DatasetNotFoundError if not prepared."""
+def open_source(name: str, split: str, data_dir, *, decoders=None, hint=None):
+  """`tfds.data_source(name, split)`, or a one-line DatasetNotFoundError if not prepared.
+
+  decoders: passed to tfds.data_source (e.g. {'image': tfds.decode.SkipDecoding()}).
+  hint: how to prepare the dataset, for the error (default: `tfds build ...`).
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                            decoders=decoders)
   except Exception as e:  # TFDS raises several types (AssertionError, NotImplementedError..)
-    raise _not_prepared(name, data_dir) from e
+    raise _not_prepared(name, data_dir, hint) from e
 
 
 def resize_image(image: np.ndarray, size: int, mode: str) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The "analysis" job: embedding norms as confidence and novelty signals (PAPER.md §3).
+"""The "analysis" job: embedding norms as confidence and novelty signals (docs/paper.md §3).
 
 `analysis_job(config, workdir)` takes a finished training run (`config.train_workdir`)
 or first trains one into `<workdir>/train` from the embedded `config.train` (with the
@@ -213,7 +213,7 @@ def other_dataset_embeddings(embed_fn, *, name, input_shape, data_dir, max_examp
 
 def human_confidence_section(embed_fn, split_embeddings, *, input_shape, num_classes,
                              config, workdir) -> dict:
-  """Annotator agreement and label entropy per norm bucket (PAPER.md §3)."""
+  """Annotator agreement and label entropy per norm bucket (docs/paper.md §3.3)."""
   cfg, head = config.human_labels, config.primary_head
   if cfg.name:
     labels = human_labels.load_tfds_human_labels(cfg.name, data_dir=cfg.data_dir,
@@ -255,7 +255,7 @@ def trajectory_section(train_dir: str, *, config, workdir) -> dict:
   records = metrics.read_metrics(train_dir)
   if not records:
     return {}
-  traj = norms.norm_trajectories(records, tuple(config.trajectory_keys))
+  traj = norm_lib.norm_trajectories(records, tuple(config.trajectory_keys))
   if not traj:
     return {"norm_trajectories": {}}
   fig = plots.plot_trajectories(traj, title="embedding norms during training", log_y=True)

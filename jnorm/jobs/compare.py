@@ -14,6 +14,7 @@ A comparison config (see `configs/compare_*.py`) holds:
   (epochs the runs did not evaluate are shown as missing);
 - `baseline`: the arm every other arm is compared with, seed by seed ('' = the first);
 - `threshold`: a kNN accuracy whose first crossing epoch is a metric (0 = none);
+- `loss_threshold`: a training loss whose first crossing step is a metric (0 = none);
 - `process_index`, `process_count`: how the (variant, seed) list is split across hosts
   (-1: `jax.process_index()` / `jax.process_count()`);
 - `aggregate_only`: train nothing, only tabulate the sub-runs that exist (the rest are
@@ -61,6 +62,7 @@ from jnorm import io as jio
 from jnorm import tables
 from jnorm.plots import compare as compare_plots
 from jnorm.training import loop
+from jnorm.training import metrics
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
 
@@ -111,18 +113,19 @@ def _merge(target: ml_collections.ConfigDict, overrides, where: str) -> None:
 
 
 def variant_configs(config: ml_collections.ConfigDict) -> list:
-  """[(variant, seed, train_config)] in table order, from a comparison config."""
+  """[(variant, seed, train_config)], seed by seed, arms in table order within a seed."""
   names = parse_list(config.run_variants) or list(config.variants.keys())
   for name in names:
     errors.check_choice("run_variants", name, list(config.variants.keys()))
   seeds = parse_list(config.seeds, int)
   if not seeds:
     raise errors.ConfigError("config.seeds is empty; give at least one seed, e.g. '0,1,2'")
+  variants = {name: apply_overrides(config.base, config.variants[name],
+                                    where=f"variants.{name}") for name in names}
   runs = []
-  for name in names:
-    variant = apply_overrides(config.base, config.variants[name], where=f"variants.{name}")
-    for seed in seeds:
-      run = copy.deepcopy(variant)
+  for seed in seeds:  # seed-major: a partial grid already holds complete paired sets
+    for name in names:
+      run = copy.deepcopy(variants[name])
       with run.unlocked():
         _merge(run, {config.seed_field: seed}, "seed_field")
       runs.append((name, seed, run))
@@ -173,7 +176,10 @@ def _collect(runs: list, workdir: str) -> tuple:
     per_arm.setdefault(name, {})
     path = run_dir(workdir, name, seed)
     if os.path.exists(os.path.join(path, "results.json")):
-      per_arm[name][seed] = jio.load_results(path)
+      results = jio.load_results(path)
+      results["loss_curve"] = [(r["step"], r["loss"]) for r in metrics.read_metrics(
+          path, kind="train") if r.get("loss") is not None]
+      per_arm[name][seed] = results
     elif os.path.exists(os.path.join(path, _FAILED)):
       with open(os.path.join(path, _FAILED)) as f:
         failed[f"{name}/seed{seed}"] = json.load(f)["error"]
@@ -187,6 +193,8 @@ def _table_metrics(config, report_epochs) -> list:
   metrics += ["knn_auc", "knn_accuracy"]
   if config.threshold > 0:
     metrics.append(tables.threshold_key(config.threshold))
+  if config.loss_threshold > 0:
+    metrics.append(tables.loss_threshold_key(config.loss_threshold))
   if config.base.eval.linear_probe:
     metrics.append("linear_probe_accuracy")
   return metrics + ["embedding_norm_mean"]
@@ -200,8 +208,9 @@ def write_report(config, workdir: str, runs: list) -> dict:
   errors.check_choice("baseline", baseline, names)
   report_epochs = parse_list(config.report_epochs, float)
   threshold = config.threshold if config.threshold > 0 else None
-  summary = tables.compare_arms(per_arm, baseline=baseline, report_epochs=report_epochs,
-                                threshold=threshold)
+  summary = tables.compare_arms(
+      per_arm, baseline=baseline, report_epochs=report_epochs, threshold=threshold,
+      loss_threshold=config.loss_threshold if config.loss_threshold > 0 else None)
   curves = {n: tables.aggregate_curves(list(per_arm[n].values())) for n in names}
   metrics = _table_metrics(config, report_epochs)
   markdown = tables.table_markdown(summary, metrics=metrics, baseline=baseline)
@@ -259,7 +268,8 @@ def compare_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_variants,
                       seeds, report_epochs, title: str, baseline: str = "",
-                      threshold: float = 0.0) -> ml_collections.ConfigDict:
+                      threshold: float = 0.0, loss_threshold: float = 0.0
+                      ) -> ml_collections.ConfigDict:
   """A comparison config (module docstring) from its parts; configs/compare_*.py use it."""
   config = ml_collections.ConfigDict()
   config.job = "compare"
@@ -274,6 +284,7 @@ def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_va
   config.report_epochs = ",".join(f"{e:g}" for e in report_epochs)
   config.baseline = baseline
   config.threshold = float(threshold)
+  config.loss_threshold = float(loss_threshold)
   config.norm_key = ""
   config.process_index = -1
   config.process_count = -1

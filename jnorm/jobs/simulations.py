@@ -12,10 +12,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import scipy.stats
 import tqdm
 
 from jnorm import errors
 from jnorm import io
+from jnorm import stats
 from jnorm.plots import simulations as plots
 from jnorm.data import synthetic
 from jnorm.simulations import cosine_descent
@@ -40,7 +42,7 @@ def _check_norms(norms):
 
 
 def norm_convergence_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Steps to converge vs initial norm (PAPER.md §2.1), with the a·r² and r^k fits."""
+  """Steps to converge vs initial norm (docs/paper.md §2.1), with the a·r² and r^k fits."""
   _check_pairs(config)
   _check_norms(config.norms)
   norms = [float(r) for r in config.norms]
@@ -60,7 +62,7 @@ def norm_convergence_job(config: ml_collections.ConfigDict, workdir: str) -> dic
 
 
 def angle_convergence_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Steps to converge vs initial angle at fixed norm (PAPER.md §2.2)."""
+  """Steps to converge vs initial angle at fixed norm (docs/paper.md §2.2)."""
   _check_pairs(config)
   angles = [float(a) for a in config.angles]
   if not angles or min(angles) <= 0 or max(angles) >= math.pi:
@@ -128,6 +130,22 @@ def weight_decay_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return {"ratios": ratios, "equilibrium_norms": measured.tolist()}
 
 
+def _class_order_stats(norms: np.ndarray, init: np.ndarray, weights, epoch: int) -> dict:
+  """Per seed, Spearman's rho of class weight vs mean class norm (and vs its growth since
+  initialisation), with mean and 95% t interval over seeds; per class the mean norm and
+  its interval. norms, init: [S, C] at the report epoch and at initialisation."""
+  rhos = [float(scipy.stats.spearmanr(weights, n).statistic) for n in norms]
+  growth = [float(scipy.stats.spearmanr(weights, n).statistic) for n in norms - init]
+  ordered = [bool(np.all(np.diff(n[np.argsort(weights, kind="stable")]) > 0)) for n in norms]
+  return {"report_epoch": epoch, "class_norms_at_report_epoch": norms.tolist(),
+          "class_norm_interval_at_report_epoch": [stats.mean_interval(c) for c in norms.T],
+          "spearman_weight_vs_norm_per_seed": rhos,
+          "spearman_weight_vs_norm": stats.mean_interval(rhos, bounds=(-1, 1)),
+          "spearman_weight_vs_growth_per_seed": growth,
+          "spearman_weight_vs_growth": stats.mean_interval(growth, bounds=(-1, 1)),
+          "seeds_fully_ordered": int(sum(ordered))}
+
+
 def imbalance_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Mean embedding norm per class over training on class-imbalanced data (§2.3)."""
   for field in ("num_samples", "lr", "batch_size", "num_epochs", "temperature"):
@@ -137,6 +155,13 @@ def imbalance_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
                              f"config.num_samples={config.num_samples}; lower batch_size")
   seeds = [int(s) for s in config.seeds]
   weights = [float(w) for w in config.class_weights]
+  partner, init = config.partner, config.init
+  errors.check_choice("partner", partner, imbalance.PARTNERS)
+  errors.check_choice("init", init, imbalance.INITS)
+  report_epoch = int(config.report_epoch) or config.num_epochs
+  if not 0 < report_epoch <= config.num_epochs:
+    raise errors.ConfigError(f"config.report_epoch={report_epoch} must be in "
+                             f"[1, num_epochs={config.num_epochs}] (0 = the last epoch)")
   data = [synthetic.latent_class_data(
       seed=s, structure_seed=s, num_samples=config.num_samples, class_weights=weights,
       latent_dim=config.latent_dim, observed_dim=config.observed_dim,
@@ -145,11 +170,12 @@ def imbalance_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
       seeds=seeds, xs=np.stack([d[0] for d in data]), ys=np.stack([d[1] for d in data]),
       num_classes=len(weights), hidden_dim=config.hidden_dim, embed_dim=config.embed_dim,
       lr=config.lr, batch_size=config.batch_size, num_epochs=config.num_epochs,
-      temperature=config.temperature)
+      temperature=config.temperature, partner=partner, init=init)
   norms, epoch_losses = np.asarray(norms), np.asarray(epoch_losses)  # [S, E+1, C], [S, E]
   mean_curve = norms.mean(axis=0)  # [E+1, C]
   final = mean_curve[-1]
-  results = {"class_weights": weights, "seeds": seeds,
+  results = {"class_weights": weights, "seeds": seeds, "partner": partner, "init": init,
+             **_class_order_stats(norms[:, report_epoch], norms[:, 0], weights, report_epoch),
              "final_mean_norm_per_class": final.tolist(),
              "class_order_by_norm": np.argsort(-final, kind="stable").tolist(),
              "norm_growth_per_class": (final - mean_curve[0]).tolist(),
@@ -159,4 +185,6 @@ def imbalance_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
   io.save_results(workdir, results)
   plots.plot_imbalance(results, workdir)
   return {"final_mean_norm_per_class": final.tolist(),
-          "class_order_by_norm": results["class_order_by_norm"]}
+          "class_order_by_norm": results["class_order_by_norm"],
+          "spearman_weight_vs_norm": results["spearman_weight_vs_norm"]["mean"],
+          "seeds_fully_ordered": results["seeds_fully_ordered"]}

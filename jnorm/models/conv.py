@@ -1,7 +1,7 @@
 """A drop-in `nn.Conv` whose CPU path is a GEMM (exact, faster on XLA:CPU).
 
 XLA:CPU lowers `lax.conv_general_dilated` and, above all, its two transposes (the
-input- and kernel-gradients) to slow loops (`NOTES.md`: a Flax ResNet-18 SimCLR step
+input- and kernel-gradients) to slow loops (benchmarks/README.md: a Flax ResNet-18 SimCLR step
 runs at 0.37x torch's speed). A KxK convolution is the same function as
 
   patches = concat_{i<kh, j<kw} x_pad[:, i::sh, j::sw, :]     # [B, Ho, Wo, kh*kw*Cin]

@@ -1,6 +1,6 @@
 """Projector and predictor heads, and the SSL network that chains them.
 
-PAPER.md section 4: SimCLR's projector is in->128->128 without BN; SimSiam/BYOL use
+docs/paper.md §4.1: SimCLR's projector is in->128->128 without BN; SimSiam/BYOL use
 3 x Linear(2048) with BN after each (ReLU after all but the last) and a
 2048->512->2048 predictor with BN+ReLU in the bottleneck.
 

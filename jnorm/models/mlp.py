@@ -1,4 +1,4 @@
-"""An MLP backbone for vector inputs (the synthetic latent-class data, PAPER.md §2.3)."""
+"""An MLP backbone for vector inputs (the synthetic latent-class data, docs/paper.md §2.3)."""
 
 from collections.abc import Sequence
 

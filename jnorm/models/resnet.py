@@ -1,8 +1,8 @@
 """ResNet backbones (He et al., 2016) that return pooled features, no classifier.
 
 The reference trains torchvision-style ResNet-18/50 with zero-init residuals and,
-on CIFAR, a 3x3 stride-1 stem without max-pool (PAPER.md section 4); the torch
-baseline in /work/shared/bench is the same network. Layout is NHWC. Convolutions
+on CIFAR, a 3x3 stride-1 stem without max-pool (docs/paper.md §4.2); the torch
+baseline of benchmarks/train_step.py is the same network. Layout is NHWC. Convolutions
 are `jnorm.models.conv.Conv` (GEMM on CPU, native elsewhere), initialised
 Kaiming-normal with fan_out as torch's `kaiming_normal_(mode='fan_out')`.
 BatchNorm follows torch's defaults (momentum 0.1 -> Flax momentum 0.9, eps 1e-5)

@@ -1,4 +1,4 @@
-"""Figures of the norm analyses, in the paper's style (PAPER.md §3).
+"""Figures of the norm analyses, in the paper's style (docs/paper.md §3).
 
 Each function takes plain arrays and returns a matplotlib Figure (Agg backend, via
 `jnorm.plots.figures.new_figure`); the job saves it with `save_figure`.

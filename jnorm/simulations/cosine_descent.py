@@ -3,7 +3,7 @@
 Pure functions (keyword-only hyperparameters, arrays in, arrays out) behind the
 `sim_norm_convergence`, `sim_angle_convergence` and `sim_gradscale` jobs. Reference:
 Draganov et al., "On the Importance of Embedding Norms in Self-Supervised Learning",
-ICML 2025, §3 (PAPER.md §2.1-2.2) and the authors' Simulations notebook.
+ICML 2025, §3 (docs/paper.md §2.1-2.2) and the authors' Simulations notebook.
 
 Setting: n pairs (z_i, w_i) in R^d, both points are free parameters, trained by plain
 gradient descent with step `lr` on L = -mean_i cos(z_i, w_i). Since ∇_z cos = (I - ẑẑᵀ)ŵ/‖z‖,
@@ -112,7 +112,7 @@ def cosine_descent(z: jax.Array, w: jax.Array, *, lr: float, eps: float = 1e-3,
 def norm_convergence_steps(*, key: jax.Array, norms, num_pairs: int, dim: int, lr: float,
                            eps: float = 1e-3, max_steps: int, power: float | None = None,
                            first_step_quirk: bool = True, dtype=jnp.float32):
-  """Steps to converge for each initial radius r in `norms` (PAPER.md §2.1).
+  """Steps to converge for each initial radius r in `norms` (docs/paper.md §2.1).
 
   The same unit directions are scaled by every r (as the reference baseline does), so
   only the norm differs between runs; `jax.vmap` over the norms, one compiled call.

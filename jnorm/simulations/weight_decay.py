@@ -23,7 +23,7 @@ so with x = ‖z‖²:
   measured / heuristic ratio should be (1 - γλ/2)^(-1/4) ≈ 1 + γλ/8. Linearising, x
   relaxes to x* at the rate 4γλ per step (so run many times 1/(4γλ) steps).
 
-PAPER.md §1 (heuristic derived for jnorm, not from the paper; verified here).
+docs/paper.md §1.5 (heuristic derived for jnorm, not from the paper; verified here).
 """
 
 import jax

@@ -1,5 +1,9 @@
 """Building a run from a validated training config: network, optimiser, schedule,
-method and the sharded train step (`build_run`)."""
+method and the sharded train step (`build_run`).
+
+Each field of `config.optim`, `config.norm` and `config.byol` is passed to the
+`jnorm.optim` / `jnorm.training.step` keyword argument of the same name.
+"""
 
 import functools
 from typing import Any, Callable, NamedTuple, Optional
@@ -55,13 +59,13 @@ def build_run(config, *, mesh, input_shape, steps_per_epoch) -> Run:
   total_steps = max(1, round(config.num_epochs * steps_per_epoch))
   opt_steps = max(1, total_steps // o.accumulation_steps)
   schedule = optim.learning_rate_schedule(
-      base_lr=o.learning_rate, total_steps=opt_steps,
-      warmup_steps=round(o.warmup_epochs * steps_per_epoch) // o.accumulation_steps,
-      end_lr=o.end_learning_rate, kind=o.schedule, mode=o.schedule_mode)
+      learning_rate=o.learning_rate, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+      warmup_epochs=o.warmup_epochs, end_learning_rate=o.end_learning_rate,
+      schedule=o.schedule, schedule_mode=o.schedule_mode,
+      accumulation_steps=o.accumulation_steps)
   tx = optim.make_optimizer(
       name=o.name, learning_rate=schedule, momentum=o.momentum, nesterov=o.nesterov,
-      weight_decay=o.weight_decay,
-      weight_decay_mask=functools.partial(optim.weight_decay_mask, mode=o.weight_decay_mask),
+      weight_decay=o.weight_decay, weight_decay_mask=o.weight_decay_mask,
       trust_coefficient=o.trust_coefficient, accumulation_steps=o.accumulation_steps)
   spec = methods.MethodSpec(
       name=config.method, loss=config.loss.name, temperature=float(config.loss.temperature),
@@ -84,6 +88,6 @@ def build_run(config, *, mesh, input_shape, steps_per_epoch) -> Run:
         apply_fn=net.apply, tx=tx, spec=spec, schedule=schedule, mesh=mesh,
         augment_fn=ts.augment_fn_from_recipe(config.augment), tau_fn=tau_fn,
         accumulation_steps=o.accumulation_steps, sync_batchnorm=config.sync_batchnorm)
-  return Run(net=net, eval_net=eval_net, tx=tx, schedule=schedule, spec=spec, steps_per_epoch=steps_per_epoch,
-             total_steps=total_steps, num_epochs=total_steps / steps_per_epoch,
+  return Run(net=net, eval_net=eval_net, tx=tx, schedule=schedule, spec=spec,
+             steps_per_epoch=steps_per_epoch, total_steps=total_steps, num_epochs=total_steps / steps_per_epoch,
              init_state=init_state, train_step=train_step)

@@ -11,14 +11,27 @@ Atomicity: orbax's CheckpointManager writes each step to a temporary directory a
 renames it into place only when complete, so a run killed mid-save (SIGKILL
 included) leaves no step directory that `latest_step()` would pick up.
 
+A temporary directory left by a killed save is removed when the next writer opens the
+directory (`cleanup_tmp_directories`), and a save of the same step replaces it.
+
 Corrupt checkpoints: restoring a step that cannot be read raises a one-line
 `CheckpointError` naming the step directory and the fix (delete that directory to resume
 from the previous checkpoint). We do not fall back silently: the user decides whether
 losing the newest steps is acceptable.
+
+Each checkpoint also stores, as JSON metadata, the state's tree paths, leaf shapes and
+dtypes (so a checkpoint of another config is recognised before anything is restored)
+and the train metrics of its step (so a run resumed at its last step reports the same
+final loss as an uninterrupted one).
+
+Test hook: the environment variable `JNORM_TEST_SAVE_DELAY_S` (seconds) makes every save
+pause inside the write, while the temporary directory exists, so that tests can kill a
+run in the middle of a checkpoint write.
 """
 
 import errno
 import os
+import time
 from typing import Any, Optional
 
 import jax
@@ -26,20 +39,69 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jnorm import errors
+from jnorm import io
 
 LOCK_NAME = "run.lock"
+SAVE_DELAY_ENV = "JNORM_TEST_SAVE_DELAY_S"
 
 
 def _path_names(tree) -> list:
   return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
-class Checkpointer:
-  """Saves and restores the train state under `<workdir>/checkpoints/<step>`."""
+def describe(tree) -> dict:
+  """The structure a checkpoint of `tree` records: tree paths, leaf shapes and dtypes."""
+  leaves = [np.asarray(x) for x in jax.tree.leaves(tree)]
+  return {"paths": _path_names(tree), "shapes": [list(x.shape) for x in leaves],
+          "dtypes": [x.dtype.name for x in leaves]}
 
-  def __init__(self, workdir: str, *, max_to_keep: int = 3, primary: bool = True):
+
+def structure_mismatch(meta: dict, target: Any) -> Optional[str]:
+  """How the structure recorded in a checkpoint's `meta` differs from `target`'s, or None.
+
+  Checkpoints written before shapes were recorded are compared by their tree paths only.
+  """
+  want = describe(target)
+  paths = meta.get("paths", [])
+  if paths != want["paths"]:
+    missing = [p for p in want["paths"] if p not in paths]
+    extra = [p for p in paths if p not in want["paths"]]
+    first = (f"no {missing[0]}" if missing else f"an unexpected {extra[0]}" if extra
+             else "its leaves in another order")
+    return f"{len(paths)} arrays instead of {len(want['paths'])} ({first})"
+  for key in ("shapes", "dtypes"):
+    if key in meta and meta[key] != want[key]:
+      i = next(i for i, (a, b) in enumerate(zip(meta[key], want[key])) if a != b)
+      return f"{paths[i]} has {key[:-1]} {meta[key][i]} instead of {want[key][i]}"
+  return None
+
+
+class _DelayedJsonHandler(ocp.JsonCheckpointHandler):
+  """A JSON handler that first sleeps (`SAVE_DELAY_ENV`): the test hook for kills mid-save."""
+
+  def __init__(self, delay_s: float, **kwargs):
+    super().__init__(**kwargs)
+    self._delay_s = delay_s
+
+  async def async_save(self, directory, item=None, args=None):
+    time.sleep(self._delay_s)  # blocks the save while its temporary directory exists
+    return await super().async_save(directory, item, args)
+
+
+class Checkpointer:
+  """Saves and restores the train state under `<workdir>/checkpoints/<step>`.
+
+  `read_only=True` opens the directory without creating or cleaning anything (to check a
+  workdir before a run takes its lock); a missing directory then has no steps.
+  """
+
+  def __init__(self, workdir: str, *, max_to_keep: int = 3, primary: bool = True,
+               read_only: bool = False):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self.primary = primary
+    self.primary = primary and not read_only
+    self._manager = None
+    if read_only and not os.path.isdir(self.directory):
+      return
     # Each process checkpoints on its own (the state is replicated, its host copy is the
     # same everywhere): no cross-process barriers; only the primary process writes.
     mp = ocp.options.MultiprocessingOptions()
@@ -48,35 +110,62 @@ class Checkpointer:
           primary_host=None, active_processes={jax.process_index()})
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False,
-        multiprocessing_options=mp)
+        multiprocessing_options=mp, read_only=read_only,
+        cleanup_tmp_directories=self.primary)
+    delay = float(os.environ.get(SAVE_DELAY_ENV, "0") or 0)
+    meta_handler = (_DelayedJsonHandler(delay, multiprocessing_options=mp) if delay > 0
+                    else ocp.JsonCheckpointHandler(multiprocessing_options=mp))
     handlers = {"state": ocp.StandardCheckpointHandler(multiprocessing_options=mp),
-                "meta": ocp.JsonCheckpointHandler(multiprocessing_options=mp)}
-    os.makedirs(self.directory, exist_ok=True)
+                "meta": meta_handler}
+    if not read_only:
+      os.makedirs(self.directory, exist_ok=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_handlers=handlers)
 
   def latest_step(self) -> Optional[int]:
-    return self._manager.latest_step()
+    return None if self._manager is None else self._manager.latest_step()
 
   def all_steps(self) -> list:
-    return list(self._manager.all_steps())
+    return [] if self._manager is None else list(self._manager.all_steps())
 
   def step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 
-  def save(self, step: int, state_host: Any) -> None:
-    """Saves a host (numpy) copy of the state as checkpoint `step` (primary only)."""
+  def save(self, step: int, state_host: Any, *, metrics: Optional[dict] = None) -> None:
+    """Saves a host (numpy) copy of the state as checkpoint `step` (primary only).
+
+    Args:
+      step: the state's step (the directory name).
+      state_host: the train state as a host tree.
+      metrics: the train metrics of this step (JSON scalars), kept in the metadata.
+    """
     if not self.primary:
       return
     leaves = jax.tree.leaves(state_host)
     items = {f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
-    meta = {"step": int(step), "paths": _path_names(state_host)}
+    meta = {"step": int(step), **describe(state_host),
+            "metrics": io.to_json(dict(metrics or {}))}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
 
+  def read_meta(self, step: int) -> dict:
+    """The JSON metadata of checkpoint `step` (step, paths, shapes, dtypes, metrics)."""
+    try:
+      return dict(self._manager.restore(
+          step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+    except Exception as exc:  # orbax raises many types for unreadable files
+      raise errors.CheckpointError(
+          f"checkpoint {self.step_dir(step)} is unreadable ({type(exc).__name__}); delete "
+          "that directory to resume from the previous checkpoint, or use a fresh "
+          "--workdir") from None
+
   def restore(self, step: int, target: Any) -> Any:
     """Restores checkpoint `step` into the structure (and dtypes) of `target` (host tree)."""
+    return self.restore_with_meta(step, target)[0]
+
+  def restore_with_meta(self, step: int, target: Any) -> tuple:
+    """(state, metadata) of checkpoint `step`; the state in the structure of `target`."""
     leaves, treedef = jax.tree.flatten(target)
     abstract = {f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
     where = self.step_dir(step)
@@ -93,10 +182,11 @@ class Checkpointer:
           "use a fresh --workdir or the config that wrote it")
     values = [np.asarray(restored.state[f"{i:05d}"]).astype(np.asarray(x).dtype)
               for i, x in enumerate(leaves)]
-    return jax.tree.unflatten(treedef, values)
+    return jax.tree.unflatten(treedef, values), dict(restored.meta)
 
   def close(self) -> None:
-    self._manager.close()
+    if self._manager is not None:
+      self._manager.close()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -105,6 +195,28 @@ def _pid_alive(pid: int) -> bool:
   except OSError as exc:
     return exc.errno == errno.EPERM
   return True
+
+
+def _holder(path: str) -> int:
+  """The PID written in the lock file `path` (0 if unreadable or empty)."""
+  try:
+    with open(path) as f:
+      return int(f.read().strip() or "0")
+  except (OSError, ValueError):
+    return 0
+
+
+def _in_use(workdir: str, pid: int) -> errors.CheckpointError:
+  return errors.CheckpointError(
+      f"workdir {workdir} is in use by a live run (PID {pid}); wait for it to finish, "
+      "stop it, or use another --workdir")
+
+
+def check_unlocked(workdir: str) -> None:
+  """Raises `CheckpointError` if a live run holds `<workdir>/run.lock` (writes nothing)."""
+  pid = _holder(os.path.join(workdir, LOCK_NAME))
+  if pid and pid != os.getpid() and _pid_alive(pid):
+    raise _in_use(workdir, pid)
 
 
 def acquire_lock(workdir: str) -> str:
@@ -118,15 +230,9 @@ def acquire_lock(workdir: str) -> str:
     try:
       fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-      try:
-        with open(path) as f:
-          pid = int(f.read().strip() or "0")
-      except (OSError, ValueError):
-        pid = 0
+      pid = _holder(path)
       if pid and pid != os.getpid() and _pid_alive(pid):
-        raise errors.CheckpointError(
-            f"workdir {workdir} is in use by a live run (PID {pid}); wait for it to finish, "
-            "stop it, or use another --workdir") from None
+        raise _in_use(workdir, pid) from None
       try:  # stale lock of a dead process (or our own): take it over
         os.remove(path)
       except FileNotFoundError:

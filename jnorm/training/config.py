@@ -18,10 +18,14 @@ Fields (`defaults()` holds them all; configs/*.py start from it):
   optim.{name 'sgd'|'lars', learning_rate, momentum, nesterov, weight_decay,
     weight_decay_mask 'all'|'exclude_bn_bias', schedule 'warmup_cosine'|'constant',
     schedule_mode 'standard'|'code_faithful', warmup_epochs, end_learning_rate,
-    trust_coefficient (LARS), accumulation_steps (optax.MultiSteps)}.
+    trust_coefficient (LARS), accumulation_steps (optax.MultiSteps)}: the keyword
+    arguments of `optim.learning_rate_schedule` and `optim.make_optimizer`.
   norm.{cut_factor (1 = off), cut_scope 'all'|'last_layer', cut_bn_affine,
-    gradscale_power (0 = off), gradscale_form 'custom_vjp'|'optax'}.
-  byol.{tau_base, tau_schedule 'fixed'|'cosine'}.  sync_batchnorm.
+    gradscale_power (0 = off), gradscale_form 'custom_vjp'|'optax'}: cut_* are
+    `optim.cut_init`'s arguments (via `training.step.create_train_state`), gradscale_*
+    `methods.MethodSpec`'s fields.
+  byol.{tau_base, tau_schedule 'fixed'|'cosine'}: `optim.ema_decay_schedule`'s
+    arguments.  sync_batchnorm.
   eval.{every_epochs (0 = only powers of two / end), powers_of_two, knn_k,
     knn_temperature, batch_size, linear_probe, probe_epochs, probe_learning_rate,
     probe_batch_size, bn_stats 'recompute' (BatchNorm statistics re-estimated on the
@@ -38,6 +42,7 @@ from jnorm import errors
 from jnorm import methods
 from jnorm import models
 from jnorm import optim
+from jnorm.data import config as data_config
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -89,7 +94,12 @@ def _check_fields(config, reference, prefix: str = "") -> None:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks every field the training job reads; raises a one-line ConfigError."""
+  """Checks every field the training job reads; raises a one-line ConfigError.
+
+  Each field is checked by the library that uses it (`data.config.resolve_config`,
+  `optim.check_*`, the method's `check_config`); the bounds live there only. Model
+  fields are checked when the network is built (`models.build_ssl_net`).
+  """
   ref = defaults()
   _check_fields(config, ref)
   for key in config.model.keys():
@@ -103,17 +113,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       tuple(augment.RECIPES) + ("none", augment.VECTOR_NOISE))
   errors.check_positive("batch_size", config.batch_size)
   errors.check_positive("num_epochs", config.num_epochs)
+  data_config.resolve_config(config.data)
   o = config.optim
-  errors.check_choice("optim.name", o.name, optim.OPTIMIZERS)
-  errors.check_positive("optim.learning_rate", o.learning_rate)
-  errors.check_positive("optim.momentum", o.momentum, allow_zero=True)
-  errors.check_positive("optim.weight_decay", o.weight_decay, allow_zero=True)
-  errors.check_choice("optim.weight_decay_mask", o.weight_decay_mask, optim.WEIGHT_DECAY_MASKS)
-  errors.check_choice("optim.schedule", o.schedule, optim.SCHEDULES)
-  errors.check_choice("optim.schedule_mode", o.schedule_mode, optim.SCHEDULE_MODES)
-  errors.check_positive("optim.warmup_epochs", o.warmup_epochs, allow_zero=True)
-  errors.check_positive("optim.end_learning_rate", o.end_learning_rate, allow_zero=True)
-  errors.check_positive("optim.accumulation_steps", o.accumulation_steps)
+  optim.check_schedule(learning_rate=o.learning_rate, warmup_epochs=o.warmup_epochs,
+                       end_learning_rate=o.end_learning_rate, schedule=o.schedule,
+                       schedule_mode=o.schedule_mode)
+  optim.check_optimizer(name=o.name, momentum=o.momentum, weight_decay=o.weight_decay,
+                        weight_decay_mask=o.weight_decay_mask,
+                        trust_coefficient=o.trust_coefficient,
+                        accumulation_steps=o.accumulation_steps)
   n = config.norm
   optim.check_cut(cut_factor=n.cut_factor, cut_scope=n.cut_scope)
   errors.check_choice("norm.gradscale_form", n.gradscale_form, methods.GRADSCALE_FORMS)

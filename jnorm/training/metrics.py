@@ -2,8 +2,10 @@
 
 TensorBoard files are written with tensorboardX (pure Python; CLU's writers import
 TensorFlow). Each jsonl line is {"step": s, "kind": "train"|"eval", ...scalars}; lines
-are appended and flushed, so a killed run keeps what it logged. On resume, lines from
-steps after the checkpoint being resumed are dropped (they will be logged again).
+are appended and flushed, so a killed run keeps what it logged. On resume, train lines
+from steps after the checkpoint being resumed, and eval lines from its step on, are
+dropped: the resumed run logs them again (it repeats the evaluation at the checkpoint's
+step, which a kill may have cut short), so the file ends as an uninterrupted run's.
 Non-finite values are written as null (the convention of every JSON file jnorm writes).
 `read_metrics` is the one reader of the file.
 """
@@ -53,7 +55,10 @@ class MetricsWriter:
 
 
 def _truncate_after(path: str, step: Optional[int]) -> None:
-  """Keeps only records with step <= `step` (all if None, none if the file is new)."""
+  """Keeps train records with step <= `step` and eval records with step < `step`.
+
+  `step` None (a fresh start) removes the file.
+  """
   if step is None or not os.path.exists(path):
     if step is None and os.path.exists(path):
       os.remove(path)
@@ -62,12 +67,17 @@ def _truncate_after(path: str, step: Optional[int]) -> None:
   with open(path) as f:
     for line in f:
       try:
-        if json.loads(line)["step"] <= step:
+        record = json.loads(line)
+        if record["step"] < step or (record["step"] == step and record.get("kind") != "eval"):
           kept.append(line if line.endswith("\n") else line + "\n")
-      except (ValueError, KeyError):
+      except (ValueError, KeyError, TypeError):
         continue  # a line cut short by a kill
-  with open(path, "w") as f:
+  tmp = path + ".tmp"  # atomic: a kill here leaves the old file or the new one
+  with open(tmp, "w") as f:
     f.writelines(kept)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 def read_metrics(workdir: str, *, kind: Optional[str] = None) -> list:
@@ -84,6 +94,6 @@ def read_metrics(workdir: str, *, kind: Optional[str] = None) -> list:
           rec = json.loads(line)
         except ValueError:
           continue  # a line cut short by a kill
-        if kind is None or rec.get("kind") == kind:
+        if isinstance(rec, dict) and (kind is None or rec.get("kind") == kind):
           records.append(rec)
   return records

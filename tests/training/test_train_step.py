@@ -11,11 +11,12 @@ import numpy as np
 import optax
 import pytest
 
-from jnorm import methods, optim
+from jnorm import methods
 from jnorm.training import step as ts
 import multiprocess_worker as mw
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+# The folder of multiprocess_worker.py (the subprocesses import it from there).
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _setup(method, *, tau_fn=None, lr=0.1):
@@ -122,7 +123,7 @@ print("local ok", l4, float(lr), l1)
 def test_one_device_equals_four_devices_in_both_negative_modes():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT, HERE], env=env,
+  proc = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT, TESTS_DIR], env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "global ok simclr" in proc.stdout and "local ok" in proc.stdout
@@ -135,7 +136,7 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_one_process(tmp_path):
-  worker = os.path.join(HERE, "multiprocess_worker.py")
+  worker = os.path.join(TESTS_DIR, "multiprocess_worker.py")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
   port = _free_port()

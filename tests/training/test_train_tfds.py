@@ -12,9 +12,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jnorm import jobs
-from jnorm.training import loop as train
+from jnorm.training import loop
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_simclr_cifar10_smoke_trains_on_mock_tfds(tmp_path):
@@ -23,7 +23,7 @@ def test_simclr_cifar10_smoke_trains_on_mock_tfds(tmp_path):
   assert config.data.name == "cifar10" and config.augment == "cifar_reference"
   workdir = str(tmp_path / "run")
   with tfds.testing.mock_data(num_examples=48):
-    results = train.train_and_evaluate(config, workdir)
+    results = loop.train_and_evaluate(config, workdir)
   assert results["steps"] >= 1
   assert 0.0 <= results["knn_accuracy"] <= 1.0
   assert np.isfinite(results["final_loss"]) and results["embedding_norm_mean"] > 0

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jnorm import errors, optim
+from jnorm import errors
+from jnorm import optim
 from jnorm.training import checkpoint
 from jnorm.training import step as ts
 import multiprocess_worker as mw

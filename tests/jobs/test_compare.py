@@ -1,4 +1,5 @@
-"""Tests of the comparison job: config plumbing, host split, aggregation, and a smoke run."""
+"""The comparison job (jnorm.jobs.compare): config plumbing, host split, the report's
+paired statistics, diverged runs, and a smoke run with the real trainer."""
 
 import csv
 import json
@@ -9,24 +10,30 @@ import sys
 import ml_collections
 import numpy as np
 import pytest
+import scipy.stats
 
+from jnorm import errors
 from jnorm import jobs
 from jnorm.jobs import compare
-from jnorm import errors
+from jnorm.training import config as train_config
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _base():
+  """A stand-in training config: the fields the plumbing and `_fake_train` read."""
   return ml_collections.ConfigDict({
-      "seed": 0, "optim": {"lr": 0.1, "weight_decay": 0.0}, "cut": {"c": 1.0}})
+      "seed": 0, "optim": {"lr": 0.1, "weight_decay": 0.0}, "cut": {"c": 1.0},
+      "eval": {"linear_probe": False}})
 
 
 def _comparison(**kw):
-  config = ml_collections.ConfigDict({
-      "job": "compare", "title": "t", "base": _base(),
-      "variants": {"default": {}, "cut3": {"cut": {"c": 3.0}},
-                   "lr_wd": {"optim": {"lr": 0.5, "weight_decay": 1e-4}}},
-      "run_variants": "cut3,default", "seeds": "0,1,2", "seed_field": "seed",
-      "report_epochs": "1,2", "norm_key": "", "process_index": 0, "process_count": 1})
+  config = compare.comparison_config(
+      base=_base(), variants={"default": {}, "cut3": {"cut": {"c": 3.0}},
+                              "lr_wd": {"optim": {"lr": 0.5, "weight_decay": 1e-4}}},
+      run_variants="cut3,default", seeds=(0, 1, 2), report_epochs=(1, 2), title="t",
+      baseline="default")
+  config.process_index, config.process_count = 0, 1
   config.update(kw)
   return config
 
@@ -64,29 +71,18 @@ def test_shard_runs_partitions_the_list(count):
     compare.shard_runs(runs, process_index=count, process_count=count)
 
 
-def test_aggregate_curves_mean_and_sample_std():
-  results = [{"knn_curve": [{"epoch": 1, "knn_accuracy": a, "norm_mean": n},
-                            {"epoch": 2, "knn_accuracy": a + 0.1, "norm_mean": 2 * n}],
-              "knn_accuracy_at_init": 0.5}
-             for a, n in [(0.2, 1.0), (0.4, 3.0), (0.9, 5.0)]]
-  curves = compare.aggregate_curves(results)
-  acc = curves["knn_accuracy"]
-  assert acc["epochs"] == [0, 1, 2]
-  np.testing.assert_allclose(acc["mean"], [0.5, 0.5, 0.6])
-  np.testing.assert_allclose(acc["std"][1], np.std([0.2, 0.4, 0.9], ddof=1))
-  assert acc["std"][0] == 0.0 and acc["n"] == [3, 3, 3]
-  np.testing.assert_allclose(curves["norm_mean"]["mean"], [3.0, 6.0])
-  # A single seed has no sample std.
-  assert compare.aggregate_curves(results[:1])["knn_accuracy"]["std"][1] is None
-
-
 def _fake_train(config, workdir):
-  """A stand-in trainer for plumbing tests: numbers are a known function of the config."""
-  acc = [0.1 * config.cut.c + 0.01 * config.seed * e for e in (1, 2)]
+  """A stand-in trainer for plumbing tests: numbers are a known function of the config.
+
+  kNN accuracy at epoch e: 0.1·c + 0.01·seed·e·c (c the cut factor), so the paired
+  difference cut3 - default at epoch e is 0.2 + 0.02·seed·e: it varies by seed.
+  """
+  c, seed = config.cut.c, config.seed
+  acc = [0.1 * c + 0.01 * seed * e * c for e in (1, 2)]
   res = {"knn_curve": [{"epoch": e, "knn_accuracy": a, "projector_norm_mean": 1.0 + e}
                        for e, a in zip((1, 2), acc)],
          "knn_accuracy": acc[-1], "knn_accuracy_at_init": 0.05,
-         "embedding_norm_mean": 2.0 * config.cut.c}
+         "embedding_norm_mean": 2.0 * c}
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(res, f)
@@ -107,57 +103,78 @@ def test_run_comparison_resumes_and_splits_hosts(tmp_path):
     return _fake_train(config, wd)
 
   # Host 1 of 2 trains runs 1, 3, 5 of the list; the table then lists the others missing.
-  out = compare.run_comparison(_comparison(process_index=1, process_count=2), workdir,
-                               train_fn=train)
+  compare.run_comparison(_comparison(process_index=1, process_count=2), workdir,
+                         train_fn=train)
   assert [os.path.relpath(c, workdir) for c in calls] == [
       "cut3/seed1", "default/seed0", "default/seed2"]
   res = _load(workdir)
   assert sorted(res["missing"]) == ["cut3/seed0", "cut3/seed2", "default/seed1"]
   # Rerun with one host: only the missing runs train, then the full table.
   calls.clear()
-  out = compare.run_comparison(_comparison(), workdir, train_fn=train)
+  compare.run_comparison(_comparison(), workdir, train_fn=train)
   assert len(calls) == 3
   calls.clear()
-  compare.run_comparison(_comparison(), workdir, train_fn=train)
+  out = compare.run_comparison(_comparison(), workdir, train_fn=train)
   assert not calls  # everything finished: all skipped
   res = _load(workdir)
   assert res["missing"] == [] and res["variants"] == ["cut3", "default"]
-  rows = {r["variant"]: r for r in res["table"]}
-  np.testing.assert_allclose(rows["cut3"]["knn@1"], 0.3 + 0.01 * np.mean([0, 1, 2]))
-  np.testing.assert_allclose(rows["default"]["knn@2"], 0.1 + 0.02)
-  np.testing.assert_allclose(rows["default"]["knn@2_std"], np.std([0.1, 0.12, 0.14], ddof=1))
-  np.testing.assert_allclose(rows["cut3"]["embedding_norm_mean"], 6.0)
-  assert rows["cut3"]["norm_key"] == "projector_norm_mean"
+  assert res["baseline"] == "default"
+  summary = res["summary"]
+  cut_knn1 = [0.3 + 0.03 * s for s in (0, 1, 2)]
+  assert summary["cut3"]["knn@1"]["values"] == pytest.approx(
+      dict(zip(("0", "1", "2"), cut_knn1)))
+  assert summary["cut3"]["knn@1"]["mean"] == pytest.approx(np.mean(cut_knn1))
+  default_knn2 = [0.1 + 0.02 * s for s in (0, 1, 2)]
+  assert summary["default"]["knn@2"]["mean"] == pytest.approx(0.12)
+  assert summary["default"]["knn@2"]["sd"] == pytest.approx(np.std(default_knn2, ddof=1))
+  assert summary["default"]["knn@2"]["n"] == 3
+  assert summary["cut3"]["embedding_norm_mean"]["mean"] == pytest.approx(6.0)
+  # Paired difference to the baseline, seed by seed, as scipy's paired t-test sees it.
+  cut_knn2 = [0.3 + 0.06 * s for s in (0, 1, 2)]
+  diff = summary["cut3"]["knn@2"]["diff"]
+  per_seed = np.subtract(cut_knn2, default_knn2)
+  assert diff["mean"] == pytest.approx(per_seed.mean())
+  assert diff["sd"] == pytest.approx(per_seed.std(ddof=1))
+  assert diff["p"] == pytest.approx(scipy.stats.ttest_rel(cut_knn2, default_knn2).pvalue)
+  half = scipy.stats.t.ppf(0.975, 2) * per_seed.std(ddof=1) / np.sqrt(3)
+  assert (diff["lo"], diff["hi"]) == pytest.approx((per_seed.mean() - half,
+                                                    per_seed.mean() + half))
+  assert "diff" not in summary["default"]["knn@2"]  # the baseline has no difference
   assert out["default/knn_accuracy"] == pytest.approx(0.12)
+  assert out["cut3/knn@1"] == pytest.approx(np.mean(cut_knn1))
   with open(os.path.join(workdir, "comparison.csv")) as f:
     table = list(csv.DictReader(f))
-  assert [t["variant"] for t in table] == ["cut3", "default"]
+  row = next(t for t in table if (t["arm"], t["metric"], t["statistic"]) == (
+      "cut3", "knn@2", "diff_mean"))
+  assert float(row["value"]) == pytest.approx(per_seed.mean())
+  assert [t["arm"] for t in table][0] == "cut3"
   with open(os.path.join(workdir, "comparison.md")) as f:
     md = f.read()
-  assert "| cut3 | 3 |" in md and "kNN@2 (%)" in md
+  assert "| cut3 | 3 |" in md and "| default | 3 |" in md and "Δknn@2 vs default" in md
   for name in ("knn_accuracy_vs_epoch.png", "norm_vs_epoch.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 1000
 
 
 def test_smoke_comparison_with_the_real_trainer(tmp_path):
-  """configs/compare_reference.py:smoke: 2 variants x 1 seed through jnorm.train."""
-  from jnorm import jobs
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  config = jobs.load_config_file(os.path.join(root, "configs", "compare_reference.py"), "smoke")
+  """configs/compare_reference.py:smoke: 2 variants x 1 seed through the real trainer."""
+  config = jobs.load_config_file(os.path.join(_ROOT, "configs", "compare_reference.py"),
+                                 "smoke")
   workdir = str(tmp_path)
   headline = jobs.run_job(config, workdir)
   res = _load(workdir)
   assert res["variants"] == ["default", "cut3"] and res["missing"] == []
+  summary = res["summary"]
   for name in ("default", "cut3"):
     sub = _load(os.path.join(workdir, name, "seed0"))
-    row = next(r for r in res["table"] if r["variant"] == name)
-    assert row["knn_accuracy"] == pytest.approx(sub["knn_accuracy"])
-    assert row["knn@0"] == pytest.approx(sub["knn_accuracy_at_init"])
-    assert row["embedding_norm_mean"] == pytest.approx(sub["embedding_norm_mean"])
+    row = summary[name]
+    assert row["knn_accuracy"]["mean"] == pytest.approx(sub["knn_accuracy"])
+    assert row["knn@0"]["mean"] == pytest.approx(sub["knn_accuracy_at_init"])
+    assert row["embedding_norm_mean"]["mean"] == pytest.approx(sub["embedding_norm_mean"])
+    assert row["knn_accuracy"]["n"] == 1 and row["knn_accuracy"]["lo"] is None
     assert headline[f"{name}/knn_accuracy"] == pytest.approx(sub["knn_accuracy"])
-  rows = {r["variant"]: r for r in res["table"]}
   # Cut-init divides every initial parameter by 3: the embeddings start smaller.
-  assert rows["cut3"]["norm_first"] < rows["default"]["norm_first"]
+  key = "projector_norm_mean@first"
+  assert summary["cut3"][key]["mean"] < summary["default"][key]["mean"]
   for name in ("knn_accuracy_vs_epoch.png", "norm_vs_epoch.png", "comparison.md",
                "comparison.csv"):
     assert os.path.getsize(os.path.join(workdir, name)) > 100
@@ -175,8 +192,10 @@ def test_a_diverged_sub_run_is_recorded_and_the_rest_still_runs(tmp_path):
   res = _load(workdir)
   assert res["failed"] == {"cut3/seed1": "non-finite loss at step 7"}
   assert res["missing"] == []
-  rows = {r["variant"]: r for r in res["table"]}
-  assert rows["cut3"]["seeds_done"] == 2 and rows["default"]["seeds_done"] == 3
+  summary = res["summary"]
+  assert summary["cut3"]["knn_accuracy"]["n"] == 2
+  assert summary["default"]["knn_accuracy"]["n"] == 3
+  assert summary["cut3"]["knn_accuracy"]["diff"]["n"] == 2  # pairs of the seeds both have
   with open(os.path.join(workdir, "comparison.md")) as f:
     assert "Diverged: cut3/seed1" in f.read()
   # A rerun does not retry the diverged run.
@@ -185,16 +204,19 @@ def test_a_diverged_sub_run_is_recorded_and_the_rest_still_runs(tmp_path):
 
 def test_aggregate_only_trains_nothing(tmp_path):
   workdir = str(tmp_path)
-  config = _comparison(aggregate_only=False)
   compare.run_comparison(_comparison(process_index=0, process_count=3), workdir,
                          train_fn=_fake_train)
-  config.aggregate_only = True
-  compare.run_comparison(config, workdir, train_fn=lambda c, w: pytest.fail("trained"))
+  compare.run_comparison(_comparison(aggregate_only=True), workdir,
+                         train_fn=lambda c, w: pytest.fail("trained"))
   assert sorted(_load(workdir)["missing"]) == [
       "cut3/seed1", "cut3/seed2", "default/seed1", "default/seed2"]
 
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def test_unknown_baseline_is_a_config_error(tmp_path):
+  with pytest.raises(errors.ConfigError, match="baseline"):
+    compare.run_comparison(_comparison(baseline="lr_wd"), str(tmp_path), train_fn=_fake_train)
+
+
 _CONFIGS = [("compare_reference.py", a) for a in (None, "digits", "smoke")] + [
     ("compare_weight_decay.py", a) for a in (None, "simsiam", "digits", "simsiam,digits",
                                             "smoke")] + [
@@ -205,7 +227,6 @@ _CONFIGS = [("compare_reference.py", a) for a in (None, "digits", "smoke")] + [
 
 @pytest.mark.parametrize("filename,arg", _CONFIGS)
 def test_every_variant_of_every_comparison_config_is_a_valid_training_config(filename, arg):
-  from jnorm.training import config as train_config
   config = jobs.load_config_file(os.path.join(_ROOT, "configs", filename), arg)
   assert config.job == "compare"
   config.run_variants = ""  # all variants, not only the default selection

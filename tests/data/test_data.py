@@ -22,7 +22,7 @@ def _toy_dataset(num_train=23, num_test=10, num_classes=3):
 def test_long_tail_counts_formula_and_documented_totals():
   counts = data.long_tail_counts(5000, 1.5, 10)
   assert counts == [int(5000 / 1.5**i) for i in range(10)]
-  assert counts == [5000, 3333, 2222, 1481, 987, 658, 438, 292, 195, 130]  # PAPER.md §4
+  assert counts == [5000, 3333, 2222, 1481, 987, 658, 438, 292, 195, 130]  # docs/paper.md §4.4
   assert sum(counts) == 14736
   assert sum(data.long_tail_counts(500, 1.03365, 100)) == 14750
 

@@ -341,3 +341,17 @@ def test_bn_axis_name_syncs_statistics_across_two_devices():
   assert diffs["stats"] < 1e-5, diffs  # relative to each statistic's largest entry
   # Per-device statistics give a different function: the test can tell them apart.
   assert diffs["local"] > 1e-2, diffs
+
+
+def test_mlp_backbone_shapes_and_errors():
+  cfg = models.default_model_config()
+  cfg.backbone, cfg.mlp_features, cfg.projector_dims = "mlp", (32, 16), (16, 8)
+  net = models.build_ssl_net(cfg)
+  variables = net.init(jax.random.key(0), jnp.zeros((4, 64)), train=True)
+  out = net.apply(variables, jnp.ones((4, 64)), train=False)
+  assert out["backbone"].shape == (4, 16) and out["projector"].shape == (4, 8)
+  with pytest.raises(ValueError, match="vectors"):
+    net.init(jax.random.key(0), jnp.zeros((2, 8, 8, 1)), train=True)
+  cfg.mlp_features = (32, 0)
+  with pytest.raises(ConfigError, match="mlp_features"):
+    models.build_ssl_net(cfg)

@@ -12,9 +12,9 @@ import pytest
 
 from jnorm import io
 from jnorm.training import checkpoint
-from jnorm.training import loop as train
+from jnorm.training import loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 12 steps of batch 64 on 8x8 digits, cut-init c = 2, a checkpoint every 2 steps.
 COMMON = ["--config", os.path.join(ROOT, "configs/default.py:smoke"),
           "--config.data.image_size=8", "--config.batch_size=64", "--config.num_epochs=0.6",
@@ -85,7 +85,7 @@ def test_resume_after_sigkill_is_bit_identical(env, tmp_path):
   for a, b in zip(leaves_a, leaves_b):  # cut-init is not re-applied on resume either
     np.testing.assert_array_equal(a, b)
 
-  config, embed_fn = train.load_trained(full)
+  config, embed_fn = loop.load_trained(full)
   out = embed_fn(np.zeros((3, 8, 8, 1), np.float32))
   assert out["backbone"].shape[0] == 3 and out["projector"].shape == (3, 128)
   assert config.norm.cut_factor == 2.0
