@@ -3,6 +3,7 @@
 Commands:
   python -m jnorm.main --config configs/sim_imbalance.py --workdir /tmp/jnorm_sim_imbalance
   python -m jnorm.main --config configs/sim_imbalance.py:reference --workdir docs/findings_data/sim_imbalance_reference
+  python -m jnorm.main --config configs/sim_imbalance.py:reference,powered --workdir docs/findings_data/sim_imbalance_reference_powered
   python -m jnorm.main --config configs/sim_imbalance.py:smoke --workdir /tmp/jnorm_sim_imbalance_smoke
 
 4 latent classes on S⁹ with weights 1:2:4:8, noise std 1, 2000 samples mapped to 64-D by
@@ -24,6 +25,12 @@ its denominator (SupCon with one positive), the MLP starts from torch.nn.Linear'
 initialisation, and the norms are read at epoch 50 (`report_epoch`). results.json then
 also holds, per seed, Spearman's rho of class weight vs mean class norm at the report
 epoch, its mean and 95% interval over the 5 seeds, and how many seeds are fully ordered.
+
+Both settings also run each seed a second time with the class weights reversed (the
+same class means, samples' seed and initialisation: `frequency_swap`), so a class's norm
+when it is frequent is compared with its own norm when it is rare: the frequency effect
+with the class geometry held fixed (`frequency_effect`: mean over seeds, 95% interval).
+`:powered` (with or without `reference`): 20 seeds instead of 5.
 """
 
 import ml_collections
@@ -32,7 +39,7 @@ import common
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  words = common.parse_arg(arg, ("smoke", "reference"), config_file=__file__)
+  words = common.parse_arg(arg, ("smoke", "reference", "powered"), config_file=__file__)
   smoke = "smoke" in words
   config = ml_collections.ConfigDict()
   config.job = "sim_imbalance"
@@ -52,6 +59,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.partner = "dataset"  # or 'in_batch' (jnorm.simulations.imbalance)
   config.init = "flax"  # or 'torch'
   config.report_epoch = 0  # 0: the last epoch
+  # Also run every seed with the class weights reversed (same class geometry) and
+  # measure each class's norm when frequent minus when rare.
+  config.frequency_swap = True
+  if "powered" in words:  # 20 seeds: the 5-seed frequency effect has p ~ 0.07
+    config.seeds = tuple(range(20))
   if "reference" in words:
     config.partner, config.init, config.report_epoch = "in_batch", "torch", 50
   if smoke:

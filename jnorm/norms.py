@@ -13,6 +13,8 @@ confident samples; larger norms mark familiar ones. This module measures that:
   value with the bucket centre over buckets with at least `min_count` samples.
 - `novelty_auroc`: AUROC of the NEGATIVE norm as a novelty score (novel = positive).
 - `class_norm_spearman`: class frequency vs mean class norm (long-tailed data).
+- `kth_neighbour_distance` / `density_spearman`: distance from ẑ to its k-th nearest
+  neighbour vs the norm (docs/paper.md §2.4: dense regions carry large norms).
 - `annotator_agreement`, `label_entropy`: per-sample human confidence (CIFAR-10N/100N,
   CIFAR-10H) from vote counts [N, C].
 """
@@ -22,6 +24,7 @@ from typing import Optional
 import numpy as np
 import scipy.stats
 import sklearn.metrics
+import sklearn.neighbors
 
 from jnorm import errors
 from jnorm import evaluate
@@ -177,6 +180,50 @@ def class_norm_spearman(norms, labels, class_counts) -> float:
   if keep.sum() < 3 or np.ptp(means[keep]) == 0 or np.ptp(class_counts[keep]) == 0:
     return float("nan")
   return float(scipy.stats.spearmanr(class_counts[keep], means[keep]).statistic)
+
+
+def kth_neighbour_distance(embeddings, *, k: int = 10) -> np.ndarray:
+  """Euclidean distance from each normalised embedding ẑ_i to its k-th nearest neighbour.
+
+  Neighbours are the other rows' ẑ_j = z_j / ‖z_j‖ (the point itself is not counted; an
+  exact duplicate is, at distance 0). On the unit sphere the distance is
+  sqrt(2 - 2 cos), so a small value means a dense region of directions.
+
+  Args:
+    embeddings: [N, D] embeddings with non-zero, finite norms; N > k.
+    k: which neighbour (the paper's density measure uses k = 10).
+
+  Returns:
+    [N] float64 distances.
+  """
+  z = np.asarray(embeddings, np.float64)
+  if z.ndim != 2:
+    raise ValueError(f"embeddings must be [N, D], got shape {z.shape}")
+  if k < 1 or z.shape[0] <= k:
+    raise ValueError(f"need 1 <= k < N, got k={k} and N={z.shape[0]}")
+  norms = np.linalg.norm(z, axis=-1, keepdims=True)
+  if not np.all(np.isfinite(norms) & (norms > 0)):
+    raise ValueError("every embedding needs a finite, non-zero norm")
+  zhat = z / norms
+  # k + 1 neighbours of each query among all rows: the nearest is the point itself at
+  # distance 0, so column k is the k-th nearest other point (ties give equal distances).
+  dist, _ = sklearn.neighbors.NearestNeighbors(n_neighbors=k + 1).fit(zhat).kneighbors(zhat)
+  return dist[:, k]
+
+
+def density_spearman(embeddings, *, k: int = 10) -> float:
+  """Spearman rho between ‖z_i‖ and the k-th neighbour distance of ẑ_i (docs/paper.md §2.4).
+
+  The paper finds it negative on trained embeddings: the distance falls as the norm
+  rises, i.e. dense regions of directions carry large norms. NaN if the norms or the
+  distances are constant (up to a relative 1e-12, so rounding is not ranked).
+  """
+  distances = kth_neighbour_distance(embeddings, k=k)
+  norms = embedding_norms(embeddings)
+  if (np.ptp(norms) <= 1e-12 * np.max(norms)
+      or np.ptp(distances) <= 1e-12 * max(np.max(distances), 1e-300)):
+    return float("nan")
+  return float(scipy.stats.spearmanr(norms, distances).statistic)
 
 
 def annotator_agreement(votes, reference: Optional[np.ndarray] = None) -> np.ndarray:

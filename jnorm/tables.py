@@ -164,22 +164,29 @@ def _scale(metric: str) -> tuple:
 
 
 def table_markdown(summary: dict, *, metrics: Sequence[str], baseline: str) -> str:
-  """One row per arm: n, and for each metric the mean [95% CI] and the paired
-  difference to the baseline [95% CI] with its detectable difference (mde)."""
-  head = ["arm", "n"]
-  for m in metrics:
-    head += [m, f"Δ{m} vs {baseline}", "mde"]
+  """Two markdown tables: per arm, each metric's mean [95% CI] and n; then, per arm
+  other than the baseline, the paired difference to the baseline [95% CI] and the
+  smallest difference the design detects (mde)."""
+  head = ["arm", "n"] + list(metrics)
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for arm, per_metric in summary.items():
     ns = [e["n"] for e in per_metric.values()] or [0]
-    cells = [arm, str(max(ns))]
+    cells = [arm, str(max(ns))] + [_cell(per_metric.get(m), *_scale(m)) for m in metrics]
+    lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", f"Paired difference to `{baseline}` [95% CI] (mde):", "",
+            "| arm | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
+            "|" + "---|" * (len(metrics) + 1)]
+  for arm, per_metric in summary.items():
+    if arm == baseline:
+      continue
+    cells = [arm]
     for m in metrics:
+      diff = (per_metric.get(m) or {}).get("diff")
       scale, digits = _scale(m)
-      entry = per_metric.get(m)
-      diff = (entry or {}).get("diff")
-      mde = diff.get("mde") if diff else None
-      cells += [_cell(entry, scale, digits), _cell(diff, scale, digits),
-                "–" if mde is None else f"{mde * scale:.{digits}f}"]
+      text = _cell(diff, scale, digits)
+      if diff and diff.get("mde") is not None:
+        text += f" ({diff['mde'] * scale:.{digits}f})"
+      cells.append(text)
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

@@ -123,28 +123,38 @@ def _summary():
                              report_epochs=(1,))
 
 
-def test_table_markdown_rows_cells_and_missing_values():
+def _table_rows(lines, header_start):
+  """{first cell: cells} of the markdown table whose header starts with `header_start`."""
+  start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+  rows = {}
+  for line in lines[start + 2:]:
+    if not line.startswith("|"):
+      break
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    rows[cells[0]] = cells
+  return lines[start], rows
+
+
+def test_table_markdown_means_and_paired_differences():
   summary = _summary()
-  md = tables.table_markdown(summary, metrics=["knn@1", "embedding_norm_mean", "nope"],
-                             baseline="default")
-  lines = md.strip().splitlines()
-  assert lines[0] == ("| arm | n | knn@1 | Δknn@1 vs default | mde | embedding_norm_mean | "
-                      "Δembedding_norm_mean vs default | mde | nope | Δnope vs default | mde |")
-  assert len(lines) == 4 and lines[1].count("---") == 11
-  rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
+  metrics = ["knn@1", "embedding_norm_mean", "nope"]
+  lines = tables.table_markdown(summary, metrics=metrics, baseline="default").splitlines()
+  header, means = _table_rows(lines, "| arm | n |")
+  assert header == "| arm | n | knn@1 | embedding_norm_mean | nope |"
+  assert list(means) == ["default", "cut3"]
   entry = summary["cut3"]["knn@1"]
-  diff = entry["diff"]
-  cut = rows["cut3"].split(" | ")
-  assert cut[1] == "3"
-  # Accuracies in percent with one decimal, other metrics with three.
-  assert cut[2] == f"{entry['mean'] * 100:.1f} [{entry['lo'] * 100:.1f}, {entry['hi'] * 100:.1f}]"
-  assert cut[3] == f"{diff['mean'] * 100:.1f} [{diff['lo'] * 100:.1f}, {diff['hi'] * 100:.1f}]"
-  assert cut[4] == f"{diff['mde'] * 100:.1f}"
+  # Accuracies in percent with one decimal, other metrics with three; '–' when missing.
+  assert means["cut3"][1:3] == [
+      "3", f"{entry['mean'] * 100:.1f} [{entry['lo'] * 100:.1f}, {entry['hi'] * 100:.1f}]"]
   norm = summary["cut3"]["embedding_norm_mean"]
-  assert cut[5].startswith(f"{norm['mean']:.3f} [")
-  assert cut[8:] == ["–", "–", "– |"]  # a metric no run has
-  default = rows["default"].split(" | ")
-  assert default[3] == "–" and default[4] == "–"  # the baseline has no difference
+  assert means["cut3"][3] == f"{norm['mean']:.3f} [{norm['lo']:.3f}, {norm['hi']:.3f}]"
+  assert means["cut3"][4] == "–"
+  _, diffs = _table_rows(lines, "| arm | Δ")
+  assert list(diffs) == ["cut3"]  # the baseline has no difference to itself
+  diff = entry["diff"]
+  assert diffs["cut3"][1] == (f"{diff['mean'] * 100:.1f} [{diff['lo'] * 100:.1f}, "
+                              f"{diff['hi'] * 100:.1f}] ({diff['mde'] * 100:.1f})")
+  assert diffs["cut3"][3] == "–"
 
 
 def test_table_csv_long_format_round_trips_every_number():

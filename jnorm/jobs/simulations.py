@@ -146,6 +146,39 @@ def _class_order_stats(norms: np.ndarray, init: np.ndarray, weights, epoch: int)
           "seeds_fully_ordered": int(sum(ordered))}
 
 
+def _simulate(config, seeds, weights):
+  """Norm curves [S, E+1, C] and losses [S, E] of the imbalance simulation; seed s fixes
+  the class structure, the samples and the MLP's initialisation."""
+  data = [synthetic.latent_class_data(
+      seed=s, structure_seed=s, num_samples=config.num_samples, class_weights=weights,
+      latent_dim=config.latent_dim, observed_dim=config.observed_dim,
+      noise_std=config.noise_std, scale=config.scale) for s in seeds]
+  return imbalance.imbalance_norm_curves(
+      seeds=seeds, xs=np.stack([d[0] for d in data]), ys=np.stack([d[1] for d in data]),
+      num_classes=len(weights), hidden_dim=config.hidden_dim, embed_dim=config.embed_dim,
+      lr=config.lr, batch_size=config.batch_size, num_epochs=config.num_epochs,
+      temperature=config.temperature, partner=config.partner, init=config.init)
+
+
+def _frequency_swap(config, seeds, weights, norms, epoch: int) -> dict:
+  """The frequency effect with the class geometry held fixed: each seed is run again
+  with the class weights reversed (same class means, samples' seed and initialisation),
+  and each class's norm when frequent is compared with its norm when rare.
+
+  effect per seed = mean over classes of (norm - norm_swapped) * sign(w - w_swapped):
+  positive when classes get larger norms when they are more frequent.
+  """
+  swapped_weights = list(reversed(weights))
+  swapped, _ = _simulate(config, seeds, swapped_weights)
+  a, b = norms[:, epoch], np.asarray(swapped)[:, epoch]  # [S, C]
+  sign = np.sign(np.asarray(weights) - np.asarray(swapped_weights))
+  effect = ((a - b) * sign).sum(axis=1) / np.maximum(np.abs(sign).sum(), 1)
+  return {"swapped_class_weights": swapped_weights,
+          "swapped_class_norms_at_report_epoch": b.tolist(),
+          "frequency_effect_per_seed": effect.tolist(),
+          "frequency_effect": stats.paired_difference(effect, np.zeros_like(effect))}
+
+
 def imbalance_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Mean embedding norm per class over training on class-imbalanced data (§2.3)."""
   for field in ("num_samples", "lr", "batch_size", "num_epochs", "temperature"):
@@ -158,19 +191,14 @@ def imbalance_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
   partner, init = config.partner, config.init
   errors.check_choice("partner", partner, imbalance.PARTNERS)
   errors.check_choice("init", init, imbalance.INITS)
+  if config.frequency_swap and len(seeds) < 2:
+    raise errors.ConfigError("config.frequency_swap needs at least 2 seeds for an interval; "
+                             "add seeds")
   report_epoch = int(config.report_epoch) or config.num_epochs
   if not 0 < report_epoch <= config.num_epochs:
     raise errors.ConfigError(f"config.report_epoch={report_epoch} must be in "
                              f"[1, num_epochs={config.num_epochs}] (0 = the last epoch)")
-  data = [synthetic.latent_class_data(
-      seed=s, structure_seed=s, num_samples=config.num_samples, class_weights=weights,
-      latent_dim=config.latent_dim, observed_dim=config.observed_dim,
-      noise_std=config.noise_std, scale=config.scale) for s in seeds]
-  norms, epoch_losses = imbalance.imbalance_norm_curves(
-      seeds=seeds, xs=np.stack([d[0] for d in data]), ys=np.stack([d[1] for d in data]),
-      num_classes=len(weights), hidden_dim=config.hidden_dim, embed_dim=config.embed_dim,
-      lr=config.lr, batch_size=config.batch_size, num_epochs=config.num_epochs,
-      temperature=config.temperature, partner=partner, init=init)
+  norms, epoch_losses = _simulate(config, seeds, weights)
   norms, epoch_losses = np.asarray(norms), np.asarray(epoch_losses)  # [S, E+1, C], [S, E]
   mean_curve = norms.mean(axis=0)  # [E+1, C]
   final = mean_curve[-1]
@@ -182,9 +210,12 @@ def imbalance_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "mean_norm_per_class_per_epoch": mean_curve.tolist(),
              "norm_per_seed_per_epoch_per_class": norms.tolist(),
              "loss_per_epoch": epoch_losses.mean(axis=0).tolist()}
+  if config.frequency_swap:
+    results.update(_frequency_swap(config, seeds, weights, norms, report_epoch))
   io.save_results(workdir, results)
   plots.plot_imbalance(results, workdir)
   return {"final_mean_norm_per_class": final.tolist(),
+          "frequency_effect": (results.get("frequency_effect") or {}).get("mean"),
           "class_order_by_norm": results["class_order_by_norm"],
           "spearman_weight_vs_norm": results["spearman_weight_vs_norm"]["mean"],
           "seeds_fully_ordered": results["seeds_fully_ordered"]}

@@ -4,6 +4,8 @@ Pure functions (keyword-only hyperparameters, arrays in, arrays out) behind the
 `sim_norm_convergence`, `sim_angle_convergence` and `sim_gradscale` jobs. Reference:
 Draganov et al., "On the Importance of Embedding Norms in Self-Supervised Learning",
 ICML 2025, §3 (docs/paper.md §2.1-2.2) and the authors' Simulations notebook.
+`gradient_size_vs_norm` (the 1/‖z‖ law, §1.2) and `norm_growth` (§1.3) are the
+measurements of notebooks/01_theory.ipynb.
 
 Setting: n pairs (z_i, w_i) in R^d, both points are free parameters, trained by plain
 gradient descent with step `lr` on L = -mean_i cos(z_i, w_i). Since ∇_z cos = (I - ẑẑᵀ)ŵ/‖z‖,
@@ -159,3 +161,78 @@ def fit_power_law(norms, steps):
   a = float(np.sum(s * r**2) / np.sum(r**4))
   exponent, log_c = np.polyfit(np.log(r), np.log(s), 1)
   return {"a": a, "exponent": float(exponent), "prefactor": float(np.exp(log_c))}
+
+
+def gradient_size_vs_norm(z1: jax.Array, z2: jax.Array, *, loss_fn, radii,
+                          power: float = 0.0) -> jax.Array:
+  """Mean per-sample gradient size with every embedding scaled to norm r (docs/paper.md §1.2, §1.6).
+
+  The rows of z1 and z2 are normalised and scaled to each radius r in `radii`; both pass
+  through GradScale with `power` (`jnorm.gradscale.gradscale`) and `loss_fn(a, b)` is
+  differentiated with respect to the first. For a loss that sees only the directions
+  the size scales as r^(power - 1): slope -1 on log-log axes without GradScale, flat
+  for p = 1. `jax.vmap` over the radii, one compiled call.
+
+  Args:
+    z1, z2: [N, D] embeddings; only their directions are used.
+    loss_fn: (a [N, D], b [N, D]) -> scalar loss, e.g.
+      `functools.partial(losses.infonce_loss, temperature=0.5)`.
+    radii: [R] norms r.
+    power: GradScale power p (a static Python number; 0 = no GradScale).
+
+  Returns:
+    [R]: mean_i ‖∂L/∂a_i‖ at each radius.
+  """
+  u1, u2 = losses.l2_normalize(z1), losses.l2_normalize(z2)
+
+  def scaled_loss(a, b):
+    return loss_fn(gradscale_lib.gradscale(a, power=power),
+                   gradscale_lib.gradscale(b, power=power))
+
+  def size(r):
+    g = jax.grad(scaled_loss)(r * u1, r * u2)
+    return jnp.mean(jnp.linalg.norm(g, axis=-1))
+
+  return jax.jit(jax.vmap(size))(jnp.asarray(radii, u1.dtype))
+
+
+def norm_growth(z1: jax.Array, z2: jax.Array, *, grad_fn, lr: float, num_steps: int) -> dict:
+  """Plain gradient descent on the embeddings themselves, recording their norms (§1.3).
+
+  Each step: (z1, z2) <- (z1, z2) - lr · grad_fn(z1, z2). For a loss that sees only the
+  directions the gradient g is ⟂ z, so ‖z⁺‖² = ‖z‖² + lr²‖g‖² exactly (Pythagoras) and
+  the norms only grow. One `jax.lax.scan`.
+
+  Args:
+    z1, z2: [N, D] initial embeddings (both views move).
+    grad_fn: (z1, z2) -> (dL/dz1, dL/dz2), e.g.
+      `functools.partial(losses.infonce_grad, temperature=0.5)`.
+    lr: step size γ.
+    num_steps: number of steps T.
+
+  Returns:
+    {'mean_norm': [T + 1] mean ‖z‖ over the rows of both views, at the start and after
+     each step; 'pythagoras_error': [T] per step, the largest relative error over the
+     rows of both views of ‖z⁺‖² against ‖z‖² + lr²‖g‖²; 'z1', 'z2': the final
+     embeddings}.
+  """
+  def mean_norm(a, b):
+    return jnp.mean(jnp.linalg.norm(jnp.concatenate([a, b]), axis=-1))
+
+  def step(carry, _):
+    a, b = carry
+    ga, gb = grad_fn(a, b)
+    z, g = jnp.concatenate([a, b]), jnp.concatenate([ga, gb])
+    predicted = jnp.sum(z**2, axis=-1) + lr**2 * jnp.sum(g**2, axis=-1)
+    a, b = a - lr * ga, b - lr * gb
+    actual = jnp.sum(jnp.concatenate([a, b])**2, axis=-1)
+    error = jnp.max(jnp.abs(actual - predicted) / predicted)
+    return (a, b), (mean_norm(a, b), error)
+
+  @jax.jit
+  def run(a, b):
+    return jax.lax.scan(step, (a, b), None, length=num_steps)
+
+  (a, b), (norms, errors) = run(z1, z2)
+  return {"mean_norm": jnp.concatenate([mean_norm(z1, z2)[None], norms]),
+          "pythagoras_error": errors, "z1": a, "z2": b}

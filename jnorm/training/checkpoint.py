@@ -76,23 +76,24 @@ def structure_mismatch(meta: dict, target: Any) -> Optional[str]:
   return None
 
 
-class _DelayedJsonHandler(ocp.JsonCheckpointHandler):
-  """A JSON handler that first sleeps (`SAVE_DELAY_ENV`): the test hook for kills mid-save."""
+def _delay_saves(handler, delay_s: float):
+  """Makes `handler`'s saves first sleep `delay_s` (the `SAVE_DELAY_ENV` test hook); the
+  handler keeps its class, which orbax's registry of save arguments goes by."""
+  save = handler.async_save
 
-  def __init__(self, delay_s: float, **kwargs):
-    super().__init__(**kwargs)
-    self._delay_s = delay_s
-
-  async def async_save(self, directory, item=None, args=None):
-    time.sleep(self._delay_s)  # blocks the save while its temporary directory exists
-    return await super().async_save(directory, item, args)
+  async def delayed_save(*args, **kwargs):
+    time.sleep(delay_s)  # blocks the save while its temporary directory exists
+    return await save(*args, **kwargs)
+  handler.async_save = delayed_save
+  return handler
 
 
 class Checkpointer:
   """Saves and restores the train state under `<workdir>/checkpoints/<step>`.
 
-  `read_only=True` opens the directory without creating or cleaning anything (to check a
-  workdir before a run takes its lock); a missing directory then has no steps.
+  `read_only=True` opens the directory without creating, cleaning or saving anything (to
+  check a workdir before a run takes its lock, or to read a live run's checkpoints); a
+  missing directory then has no steps. (orbax's own read-only mode logs warnings.)
   """
 
   def __init__(self, workdir: str, *, max_to_keep: int = 3, primary: bool = True,
@@ -110,11 +111,11 @@ class Checkpointer:
           primary_host=None, active_processes={jax.process_index()})
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False,
-        multiprocessing_options=mp, read_only=read_only,
-        cleanup_tmp_directories=self.primary)
+        multiprocessing_options=mp, cleanup_tmp_directories=self.primary)
     delay = float(os.environ.get(SAVE_DELAY_ENV, "0") or 0)
-    meta_handler = (_DelayedJsonHandler(delay, multiprocessing_options=mp) if delay > 0
-                    else ocp.JsonCheckpointHandler(multiprocessing_options=mp))
+    meta_handler = ocp.JsonCheckpointHandler(multiprocessing_options=mp)
+    if delay > 0:
+      meta_handler = _delay_saves(meta_handler, delay)
     handlers = {"state": ocp.StandardCheckpointHandler(multiprocessing_options=mp),
                 "meta": meta_handler}
     if not read_only:

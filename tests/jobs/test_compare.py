@@ -4,8 +4,6 @@ paired statistics, diverged runs, and a smoke run with the real trainer."""
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -14,6 +12,7 @@ import scipy.stats
 
 from jnorm import errors
 from jnorm import jobs
+from jnorm import tables
 from jnorm.jobs import compare
 from jnorm.training import config as train_config
 
@@ -52,10 +51,11 @@ def test_apply_overrides_rejects_unknown_field_with_its_name():
 
 def test_variant_configs_order_seeds_and_unknown_variant():
   runs = compare.variant_configs(_comparison())
-  assert [(n, s) for n, s, _ in runs] == [("cut3", 0), ("cut3", 1), ("cut3", 2),
-                                          ("default", 0), ("default", 1), ("default", 2)]
-  assert [c.seed for _, _, c in runs] == [0, 1, 2, 0, 1, 2]
-  assert runs[0][2].cut.c == 3.0 and runs[3][2].cut.c == 1.0
+  # Seed-major, arms in table order within a seed: a partial grid holds complete pairs.
+  assert [(n, s) for n, s, _ in runs] == [("cut3", 0), ("default", 0), ("cut3", 1),
+                                          ("default", 1), ("cut3", 2), ("default", 2)]
+  assert [c.seed for _, _, c in runs] == [0, 0, 1, 1, 2, 2]
+  assert runs[0][2].cut.c == 3.0 and runs[1][2].cut.c == 1.0
   with pytest.raises(errors.ConfigError, match="run_variants"):
     compare.variant_configs(_comparison(run_variants="default,nope"))
 
@@ -102,17 +102,17 @@ def test_run_comparison_resumes_and_splits_hosts(tmp_path):
     calls.append(wd)
     return _fake_train(config, wd)
 
-  # Host 1 of 2 trains runs 1, 3, 5 of the list; the table then lists the others missing.
-  compare.run_comparison(_comparison(process_index=1, process_count=2), workdir,
+  # Host 1 of 3 trains runs 1 and 4 of the list; the table then lists the others missing.
+  compare.run_comparison(_comparison(process_index=1, process_count=3), workdir,
                          train_fn=train)
-  assert [os.path.relpath(c, workdir) for c in calls] == [
-      "cut3/seed1", "default/seed0", "default/seed2"]
+  assert [os.path.relpath(c, workdir) for c in calls] == ["default/seed0", "cut3/seed2"]
   res = _load(workdir)
-  assert sorted(res["missing"]) == ["cut3/seed0", "cut3/seed2", "default/seed1"]
+  assert sorted(res["missing"]) == ["cut3/seed0", "cut3/seed1", "default/seed1",
+                                    "default/seed2"]
   # Rerun with one host: only the missing runs train, then the full table.
   calls.clear()
   compare.run_comparison(_comparison(), workdir, train_fn=train)
-  assert len(calls) == 3
+  assert len(calls) == 4
   calls.clear()
   out = compare.run_comparison(_comparison(), workdir, train_fn=train)
   assert not calls  # everything finished: all skipped
@@ -150,7 +150,11 @@ def test_run_comparison_resumes_and_splits_hosts(tmp_path):
   assert [t["arm"] for t in table][0] == "cut3"
   with open(os.path.join(workdir, "comparison.md")) as f:
     md = f.read()
-  assert "| cut3 | 3 |" in md and "| default | 3 |" in md and "Δknn@2 vs default" in md
+  assert "| cut3 | 3 |" in md and "| default | 3 |" in md  # arm, n
+  assert res["table_markdown"] == tables.table_markdown(
+      summary, metrics=["knn@1", "knn@2", "knn_auc", "knn_accuracy", "embedding_norm_mean"],
+      baseline="default")
+  assert res["table_markdown"] in md
   for name in ("knn_accuracy_vs_epoch.png", "norm_vs_epoch.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 1000
 
@@ -208,8 +212,9 @@ def test_aggregate_only_trains_nothing(tmp_path):
                          train_fn=_fake_train)
   compare.run_comparison(_comparison(aggregate_only=True), workdir,
                          train_fn=lambda c, w: pytest.fail("trained"))
+  # Process 0 of 3 trained runs 0 and 3 of the seed-major list: cut3/seed0, default/seed1.
   assert sorted(_load(workdir)["missing"]) == [
-      "cut3/seed1", "cut3/seed2", "default/seed1", "default/seed2"]
+      "cut3/seed1", "cut3/seed2", "default/seed0", "default/seed2"]
 
 
 def test_unknown_baseline_is_a_config_error(tmp_path):

@@ -2,9 +2,7 @@
 losses it differentiates, GradScale in both forms)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from jnorm import errors

@@ -37,10 +37,12 @@ def cli(args, env, *, timeout: float = 300) -> subprocess.CompletedProcess:
                         capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def popen(args, env, *, stdout, stderr=subprocess.STDOUT) -> subprocess.Popen:
-  """Starts `python -m jnorm.main ARGS` in the background."""
-  return subprocess.Popen([sys.executable, "-m", "jnorm.main", *args], env=env, cwd=ROOT,
-                          stdout=stdout, stderr=stderr)
+def popen(args, env, *, log: str) -> subprocess.Popen:
+  """Starts `python -m jnorm.main ARGS` in the background, its stdout and stderr to the
+  file `log`."""
+  with open(log, "w") as out:
+    return subprocess.Popen([sys.executable, "-m", "jnorm.main", *args], env=env, cwd=ROOT,
+                            stdout=out, stderr=subprocess.STDOUT)
 
 
 def in_process(argv, capsys) -> tuple:

@@ -91,21 +91,9 @@ def test_json_writers_store_non_finite_numbers_as_null(tmp_path):
       {"step": 1, "kind": "train", "loss": None, "lr": 0.1}]
 
 
-def test_overflow_of_the_issue_command_stops_the_run(tmp_path, capsys):
-  """The issue's command: default smoke config, lr 1e12, one epoch (no progress bar, so
-  that stderr holds only the error)."""
-  workdir = str(tmp_path / "w")
-  code, _, err = ru.in_process(
-      ["--config", os.path.join(ru.ROOT, "configs/default.py:smoke"), "--workdir", workdir,
-       "--config.optim.learning_rate=1e12", "--config.num_epochs=1",
-       "--config.progress_bar=False"], capsys)
-  ru.assert_one_line_error(code, err, 1, "non-finite", "norm_projector", "at step 3",
-                           "lower config.optim.learning_rate")
-  assert not os.path.exists(os.path.join(workdir, "results.json"))
-  assert_no_inf_as_number(workdir)
-
-
 def test_overflow_keeps_the_last_good_checkpoint(tmp_path, capsys):
+  """lr 1e12, as in the issue (whose command, on SmallResNet, now fails the same way):
+  the embedding norms overflow at step 3."""
   workdir = str(tmp_path / "w")
   code, _, err = ru.in_process(ru.tiny_args(workdir, "--config.optim.learning_rate=1e12"),
                                capsys)

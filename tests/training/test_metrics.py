@@ -29,9 +29,11 @@ def test_writer_stores_non_finite_as_null_and_truncates_on_resume(tmp_path):
   assert [r["step"] for r in records] == [1, 2, 3, 2]
   assert all(r["bad"] is None for r in records[:3])
   assert records[3] == {"step": 2, "kind": "eval", "knn_accuracy": 0.25}
-  # Resuming from the checkpoint of step 2 drops the records of later steps.
+  # Resuming from the checkpoint of step 2 drops the train records of later steps and
+  # the evaluation at step 2 (the resumed run repeats it).
   metrics.MetricsWriter(workdir, tensorboard=False, resume_step=2).close()
-  assert [r["step"] for r in metrics.read_metrics(workdir)] == [1, 2, 2]
+  assert [(r["step"], r["kind"]) for r in metrics.read_metrics(workdir)] == [
+      (1, "train"), (2, "train")]
   # A fresh run (no checkpoint) starts a new file.
   metrics.MetricsWriter(workdir, tensorboard=False).close()
   assert metrics.read_metrics(workdir) == []
