@@ -10,7 +10,9 @@ class JnormError(Exception):
 
 
 class ConfigError(JnormError, ValueError):
-  """A config field is unknown, of the wrong type, or has a value out of range."""
+  """A bad invocation: a config file that does not load; a config field that is unknown,
+  missing, of the wrong type or out of range; an impossible combination of fields; a
+  workdir that cannot be created; or a workdir whose checkpoints another config wrote."""
 
 
 class DatasetNotFoundError(JnormError, FileNotFoundError):
@@ -22,7 +24,8 @@ class NonFiniteError(JnormError, FloatingPointError):
 
 
 class CheckpointError(JnormError, RuntimeError):
-  """A checkpoint cannot be read, or a workdir is locked by another live run."""
+  """A checkpoint (or the run's config.json) cannot be read, or a workdir is locked by
+  another live run."""
 
 
 def check_choice(field: str, value, choices) -> None:

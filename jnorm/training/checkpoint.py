@@ -3,9 +3,13 @@
 A checkpoint holds every leaf of the `TrainState` (params, BatchNorm statistics,
 optimiser state, BYOL target, step, RNG key data); the data position is the step
 (the batch stream is a pure function of (seed, step)). Leaves are stored flat, in
-`jax.tree.leaves` order, with their tree paths as JSON metadata, and restored into the
-structure of a freshly created state; a mismatch (e.g. a checkpoint of another config)
-is reported as a `CheckpointError`.
+`jax.tree.leaves` order, and restored into the structure of a freshly created state.
+JSON metadata next to them records the state's tree paths, leaf shapes and dtypes, so
+that a checkpoint of another config is recognised from the metadata alone
+(`structure_mismatch`, which the training loop checks before a run writes anything;
+`restore` refuses such a checkpoint too, with a `CheckpointError`), and the train
+metrics of the step (a run resumed at its last step reports the same final loss as an
+uninterrupted one).
 
 Atomicity: orbax's CheckpointManager writes each step to a temporary directory and
 renames it into place only when complete, so a run killed mid-save (SIGKILL
@@ -18,11 +22,6 @@ Corrupt checkpoints: restoring a step that cannot be read raises a one-line
 `CheckpointError` naming the step directory and the fix (delete that directory to resume
 from the previous checkpoint). We do not fall back silently: the user decides whether
 losing the newest steps is acceptable.
-
-Each checkpoint also stores, as JSON metadata, the state's tree paths, leaf shapes and
-dtypes (so a checkpoint of another config is recognised before anything is restored)
-and the train metrics of its step (so a run resumed at its last step reports the same
-final loss as an uninterrupted one).
 
 Test hook: the environment variable `JNORM_TEST_SAVE_DELAY_S` (seconds) makes every save
 pause inside the write, while the temporary directory exists, so that tests can kill a

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -268,7 +267,7 @@ def test_disk_full_in_the_workdir_is_one_line(tmp_path, monkeypatch, capsys):
 
 @pytest.fixture
 def live_holder():
-  """A live process that the lock tests write into run.lock."""
+  """A live process, whose PID a test writes into run.lock."""
   proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
   yield proc
   proc.kill()
@@ -311,7 +310,6 @@ def test_representative_cases_as_subprocesses(places, reference_run, copy_of, cl
   runs.append(("checkpoint-corrupt", corrupt, ru.tiny_args(corrupt), 1,
                [f"{step_dir} is unreadable", "delete that directory"]))
   before = {name: ru.snapshot(w) for name, w, *_ in runs}
-  start = time.time()
   procs = [(run, subprocess.Popen([sys.executable, "-m", "jnorm.main", *run[2]], env=cli_env,
                                   cwd=ru.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)) for run in runs]
@@ -319,4 +317,3 @@ def test_representative_cases_as_subprocesses(places, reference_run, copy_of, cl
     _, err = proc.communicate(timeout=300)
     ru.assert_one_line_error(proc.returncode, err, code, *needles)
     _untouched(before[name], ru.snapshot(workdir), workdir)
-  print(f"{len(procs)} subprocesses in {time.time() - start:.1f} s")
