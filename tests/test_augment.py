@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from jnorm import augment
+from jnorm import photometric
 from jnorm import errors
 
 _LUMA = np.array([0.2989, 0.587, 0.114])  # torchvision's grey weights
@@ -56,21 +57,21 @@ def test_flip():
 def test_colour_ops_match_torchvision_formulas():
   x = _image(2)
   grey = x @ _LUMA
-  np.testing.assert_allclose(augment.grayscale(x)[..., 0], grey, atol=1e-6)
-  np.testing.assert_allclose(augment.adjust_brightness(x, 1.3), np.clip(1.3 * x, 0, 1), atol=1e-6)
-  np.testing.assert_allclose(augment.adjust_contrast(x, 1.4),
+  np.testing.assert_allclose(photometric.grayscale(x)[..., 0], grey, atol=1e-6)
+  np.testing.assert_allclose(photometric.adjust_brightness(x, 1.3), np.clip(1.3 * x, 0, 1), atol=1e-6)
+  np.testing.assert_allclose(photometric.adjust_contrast(x, 1.4),
                              np.clip(1.4 * x - 0.4 * grey.mean(), 0, 1), atol=1e-6)
-  np.testing.assert_allclose(augment.adjust_saturation(x, 0.3),
+  np.testing.assert_allclose(photometric.adjust_saturation(x, 0.3),
                              np.clip(0.3 * x + 0.7 * grey[..., None], 0, 1), atol=1e-6)
   g = x[..., :1]
-  np.testing.assert_array_equal(augment.adjust_saturation(g, 0.3), g)  # 1 channel: no-op
-  np.testing.assert_allclose(augment.adjust_contrast(g, 0.5), 0.5 * g + 0.5 * g.mean(), atol=1e-6)
+  np.testing.assert_array_equal(photometric.adjust_saturation(g, 0.3), g)  # 1 channel: no-op
+  np.testing.assert_allclose(photometric.adjust_contrast(g, 0.5), 0.5 * g + 0.5 * g.mean(), atol=1e-6)
 
 
 def test_hue_on_known_colours_and_colorsys():
   x = _image(3, (4, 4, 3))
   x[0, 0] = [1.0, 0.0, 0.0]  # pure red
-  hue = jax.jit(augment.adjust_hue)
+  hue = jax.jit(photometric.adjust_hue)
   for delta, colour in [(1 / 3, [0, 1, 0]), (1 / 6, [1, 1, 0]), (-1 / 3, [0, 0, 1])]:
     np.testing.assert_allclose(hue(x, delta)[0, 0], colour, atol=1e-6)
   out = np.asarray(hue(x, 0.07))
@@ -86,9 +87,9 @@ def test_color_jitter_equals_ops_in_sampled_order(mode):
                              jitter_prob=0.8, brightness_prob=0.5, contrast_prob=0.5,
                              saturation_prob=0.5, hue_prob=0.5)
   x = jnp.asarray(_image(4))
-  fused = jax.jit(lambda u: augment.color_jitter_from_uniforms(u, x, view=view))
-  plan = jax.jit(lambda u: augment.jitter_plan(u, view, 3))
-  adjust_hue = jax.jit(augment.adjust_hue)
+  fused = jax.jit(lambda u: photometric.color_jitter_from_uniforms(u, x, view=view))
+  plan = jax.jit(lambda u: photometric.jitter_plan(u, view, 3))
+  adjust_hue = jax.jit(photometric.adjust_hue)
   plans = set()
   for seed in range(12):
     u = jnp.asarray(np.random.default_rng(seed).random(12), jnp.float32)
@@ -96,8 +97,8 @@ def test_color_jitter_equals_ops_in_sampled_order(mode):
     order = np.argsort(np.asarray(position))
     b, c, s = float(coefs[0, 0]), float(coefs[1, 0]), float(coefs[2, 0])
     assert 0.2 <= b <= 1.8 and 0.2 <= c <= 1.8 and 0.2 <= s <= 1.8 and abs(hue) <= 0.2
-    ops = [lambda y: augment.adjust_brightness(y, b), lambda y: augment.adjust_contrast(y, c),
-           lambda y: augment.adjust_saturation(y, s), lambda y: adjust_hue(y, hue)]
+    ops = [lambda y: photometric.adjust_brightness(y, b), lambda y: photometric.adjust_contrast(y, c),
+           lambda y: photometric.adjust_saturation(y, s), lambda y: adjust_hue(y, hue)]
     order, enabled = [int(i) for i in order], [bool(e) for e in enabled]
     assert sorted(order) == [0, 1, 2, 3]
     if mode == "independent":

@@ -1,4 +1,4 @@
-"""`augment.gaussian_blur` against torchvision's GaussianBlur, computed independently.
+"""`photometric.gaussian_blur` against torchvision's GaussianBlur, computed independently.
 
 torchvision (`F.gaussian_blur` on tensors) builds the 1-D kernel
 exp(-0.5 (x / sigma)^2), x = linspace(-(k-1)/2, (k-1)/2, k), normalised to sum 1, pads the
@@ -18,6 +18,7 @@ import pytest
 from scipy import ndimage
 
 from jnorm import augment
+from jnorm import photometric
 
 
 def _torch_kernel1d(kernel_size, sigma):
@@ -77,14 +78,14 @@ def test_gaussian_blur_matches_torchvision_reference(shape, kernel_size, sigma):
   ref = _reference_scipy(image, sigma, kernel_size)
   np.testing.assert_allclose(_reference_padded_2d(image, sigma, kernel_size), ref,
                              rtol=0, atol=1e-12)
-  got = np.asarray(jax.jit(augment.gaussian_blur, static_argnums=2)(image, sigma, kernel_size))
+  got = np.asarray(jax.jit(photometric.gaussian_blur, static_argnums=2)(image, sigma, kernel_size))
   assert got.shape == shape and got.dtype == np.float32
   np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
 
 
 def test_a_constant_image_stays_constant_unlike_zero_padding():
   image = np.full((16, 16, 3), 0.75, np.float32)
-  np.testing.assert_allclose(np.asarray(augment.gaussian_blur(image, 2.0, 5)), 0.75, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(photometric.gaussian_blur(image, 2.0, 5)), 0.75, atol=1e-6)
   zero_padded = np.asarray(pix.gaussian_blur(image, 2.0, 5))  # what augment used before
   assert zero_padded[0, 0, 0] < 0.75 - 0.1
 
@@ -96,7 +97,7 @@ def test_augment_image_blurs_like_the_reference():
       blur_sigma=(1.1, 1.1))
   image = np.random.default_rng(0).random((40, 40, 3)).astype(np.float32)
   got = np.asarray(augment.augment_image(jax.random.key(3), image, view=view))
-  kernel_size = augment._blur_kernel_size(40)  # pylint: disable=protected-access
+  kernel_size = photometric.blur_kernel_size(40)  # pylint: disable=protected-access
   assert kernel_size == 5
   ref = np.clip(_reference_scipy(image, 1.1, kernel_size), 0.0, 1.0)
   np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)

@@ -28,6 +28,8 @@ from typing import Optional
 import numpy as np
 
 from jnorm import errors
+from jnorm.data import dataset as dataset_lib
+from jnorm.data import tfds_source
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 INSTALL = "apt-get update && apt-get install -y dataset-fashion-mnist"
@@ -109,7 +111,6 @@ def _subset(labels, per_class, seed, split):
     raise errors.ConfigError(
         f"config.data.{split}_per_class={per_class} exceeds the {fewest} examples per "
         f"class of Fashion-MNIST's {split} split; lower it")
-  from jnorm.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
   return dataset_lib.select_per_class(labels, [per_class] * len(CLASS_NAMES), seed=seed)
 
 
@@ -195,7 +196,6 @@ def load_split_tfds(split: str, data_dir: Optional[str] = None, *,
   """(images uint8 [N, 28, 28], labels int32 [N]) of the prepared TFDS `fashion_mnist`,
   read through `tfds.data_source` (records in TFDS's order; `per_class` as in `load`)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from jnorm.data import tfds_source  # pylint: disable=g-import-not-at-top
   source = tfds_source.open_source(
       TFDS_NAME, split, data_dir, decoders={"image": tfds.decode.SkipDecoding()},
       hint=_prepare_hint(data_dir))

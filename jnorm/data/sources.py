@@ -11,19 +11,21 @@ The long tail and the class filter then act on the train split; the test split i
 never touched.
 """
 
+import jax
 import numpy as np
 from sklearn import model_selection
 
 from jnorm.data import config as data_config
 from jnorm.data import dataset as dataset_lib
 from jnorm.data import fashion_mnist
+from jnorm.data import synthetic
+from jnorm.data import tfds_source
 
 _DIGITS_LEVELS = 16.0  # load_digits' pixels are integers 0..16
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
   """Bilinear resize (half-pixel centres, as PIL): [N, h, w, C] -> [N, size, size, C]."""
-  import jax  # pylint: disable=g-import-not-at-top  # jax only where it is used
   if images.shape[1:3] == (size, size):
     return images
   out = jax.image.resize(images, (len(images), size, size, images.shape[-1]), "linear")
@@ -88,7 +90,6 @@ def load_spherical(cfg) -> dataset_lib.Dataset:
   draw their own samples: seeds 2*spherical_seed (train) and 2*spherical_seed + 1 (test),
   so no two runs' splits coincide.
   """
-  from jnorm.data import synthetic  # pylint: disable=g-import-not-at-top
   weights = tuple(float(w) for w in cfg.spherical_class_weights)
   common = dict(
       class_weights=weights, latent_dim=cfg.spherical_latent_dim,
@@ -124,7 +125,6 @@ def load_dataset(cfg=None) -> dataset_lib.Dataset:
   elif cfg.name == "spherical":
     ds = load_spherical(cfg)
   else:
-    from jnorm.data import tfds_source  # pylint: disable=g-import-not-at-top
     ds = tfds_source.load_tfds(cfg)
   ds.train, subset_info = dataset_lib.apply_train_subsets(
       ds.train, num_classes=ds.num_classes, long_tail_ratio=cfg.long_tail_ratio,

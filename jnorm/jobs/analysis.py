@@ -15,7 +15,9 @@ classes in `config.novelty_holdout_classes` removed from its train split; a fini
 4. class frequency vs mean class norm (long-tailed training data);
 5. human confidence (`config.human_labels`): annotator agreement and label entropy per
    norm bucket (CIFAR-10N / 100N / 10H or a label file);
-6. norm trajectories over training from `<train_workdir>/metrics.jsonl`.
+6. norm trajectories over training from `<train_workdir>/metrics.jsonl`;
+7. density: Spearman rho of the test norms with the 10th-neighbour distance of the
+   normalised test embeddings (`density_spearman`; negative: dense regions, large norms).
 
 It writes `results.json` and PNG figures in `workdir` and returns the headline numbers.
 """
@@ -298,6 +300,9 @@ def analysis_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
         embed_fn, embs, input_shape=ds.input_shape, num_classes=ds.num_classes,
         config=config, workdir=workdir))
   results.update(trajectory_section(train_dir, config=config, workdir=workdir))
+  # Density (docs/paper.md §2.4): norm vs the 10th-neighbour distance of the directions.
+  results["density_spearman"] = norm_lib.density_spearman(
+      embs["test"][config.primary_head], k=10)
   head = results["norm_buckets"][config.primary_head]
   results["knn_accuracy_test"] = head["knn_accuracy_test"]
   results["knn_accuracy_loo_train"] = head["knn_accuracy_loo_train"]

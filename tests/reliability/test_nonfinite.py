@@ -12,7 +12,8 @@ import pytest
 import reliability_util as ru
 from jnorm import errors
 from jnorm import io
-from jnorm.training import loop
+from jnorm.training import evaluation
+from jnorm.training import guards
 from jnorm.training import metrics as metrics_lib
 from jnorm.training import step as ts
 
@@ -54,7 +55,7 @@ def assert_no_inf_as_number(workdir):
 
 def test_tracker_names_the_first_non_finite_metric_and_its_step():
   mesh = ts.make_mesh(jax.devices()[:1])
-  tracker = loop._FiniteTracker(mesh, first_step=5)  # pylint: disable=protected-access
+  tracker = guards.FiniteTracker(mesh, first_step=5)
   finite = {"loss": 1.0, "grad_norm": 2.0, "norm_projector_v1_max": 3.0}
   for step, overrides in ((5, {}), (6, {"norm_projector_v1_max": np.inf}),
                           (7, {"loss": np.nan})):
@@ -72,10 +73,10 @@ def test_tracker_names_the_first_non_finite_metric_and_its_step():
 
 def test_non_finite_evaluation_numbers_are_refused():
   with pytest.raises(errors.NonFiniteError, match="knn_accuracy in the evaluation at step 4"):
-    loop._check_finite_eval(  # pylint: disable=protected-access
+    guards.check_finite_eval(
         {"epoch": 1, "knn_accuracy": float("nan"), "projector_norm_mean": 1.0}, 4, None)
   with pytest.raises(errors.NonFiniteError, match="projector_norm_mean_train_mode"):
-    loop._check_finite_eval(  # pylint: disable=protected-access
+    guards.check_finite_eval(
         {"epoch": 1, "knn_accuracy": 0.5, "projector_norm_mean_train_mode": float("inf")},
         4, 4)
 
@@ -109,7 +110,7 @@ def test_overflow_keeps_the_last_good_checkpoint(tmp_path, capsys):
 
 def test_non_finite_evaluation_stops_the_run(tmp_path, monkeypatch, capsys):
   """kNN of the mid-run evaluation (epoch 1 = step 4) comes out NaN."""
-  evaluate = loop._evaluate  # pylint: disable=protected-access
+  evaluate = evaluation.evaluate_state
 
   def nan_at_epoch_1(*args, epoch, **kwargs):
     record, train, test = evaluate(*args, epoch=epoch, **kwargs)
@@ -117,7 +118,7 @@ def test_non_finite_evaluation_stops_the_run(tmp_path, monkeypatch, capsys):
       record = dict(record, knn_accuracy=float("nan"))
     return record, train, test
 
-  monkeypatch.setattr(loop, "_evaluate", nan_at_epoch_1)
+  monkeypatch.setattr(evaluation, "evaluate_state", nan_at_epoch_1)
   workdir = str(tmp_path / "w")
   code, _, err = ru.in_process(ru.tiny_args(workdir), capsys)
   ru.assert_one_line_error(code, err, 1, "non-finite knn_accuracy in the evaluation at step 4",

@@ -25,6 +25,7 @@ from jnorm import evaluate
 from jnorm.training import build
 from jnorm.training import checkpoint
 from jnorm.training import config as train_config
+from jnorm.training import evaluation
 from jnorm.training import loop
 
 EVAL_BATCH = 256
@@ -70,12 +71,12 @@ def _measure(evaluator, ds, variables):
 def _variables(config, evaluator, state, ds, bn_stats):
   ecfg = config.eval.copy_and_resolve_references()
   ecfg.bn_stats = bn_stats
-  return loop.eval_variables(evaluator, state, ds, ecfg)
+  return evaluation.eval_variables(evaluator, state, ds, ecfg)
 
 
 def test_the_loop_evaluates_with_recomputed_statistics(trained):
   config, ds, run, state, results = trained
-  evaluator = loop.make_evaluator(run.eval_net.apply)
+  evaluator = evaluation.make_evaluator(run.eval_net.apply)
   knn, norm = _measure(evaluator, ds, _variables(config, evaluator, state, ds, "recompute"))
   last = results["knn_curve"][-1]
   assert last["epoch"] == 1.0
@@ -87,7 +88,7 @@ def test_the_loop_evaluates_with_recomputed_statistics(trained):
 
 def test_recompute_and_running_differ_after_one_epoch_and_agree_once_converged(trained):
   config, ds, run, state, _ = trained
-  evaluator = loop.make_evaluator(run.eval_net.apply)
+  evaluator = evaluation.make_evaluator(run.eval_net.apply)
   recomputed = _measure(evaluator, ds, _variables(config, evaluator, state, ds, "recompute"))
   running_vars = _variables(config, evaluator, state, ds, "running")
   running = _measure(evaluator, ds, running_vars)
