@@ -166,12 +166,19 @@ def _scale(metric: str) -> tuple:
 def table_markdown(summary: dict, *, metrics: Sequence[str], baseline: str) -> str:
   """Two markdown tables: per arm, each metric's mean [95% CI] and n; then, per arm
   other than the baseline, the paired difference to the baseline [95% CI] and the
-  smallest difference the design detects (mde)."""
+  smallest difference the design detects (mde). A cell over fewer runs than its arm
+  has (a threshold some runs never reach) says so: "(n=k)"."""
   head = ["arm", "n"] + list(metrics)
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for arm, per_metric in summary.items():
     ns = [e["n"] for e in per_metric.values()] or [0]
-    cells = [arm, str(max(ns))] + [_cell(per_metric.get(m), *_scale(m)) for m in metrics]
+    cells = [arm, str(max(ns))]
+    for m in metrics:
+      entry = per_metric.get(m)
+      text = _cell(entry, *_scale(m))
+      if entry and 0 < entry["n"] < max(ns):  # e.g. runs that never reach a threshold
+        text += f" (n={entry['n']})"
+      cells.append(text)
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", f"Paired difference to `{baseline}` [95% CI] (mde):", "",
             "| arm | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
@@ -186,6 +193,8 @@ def table_markdown(summary: dict, *, metrics: Sequence[str], baseline: str) -> s
       text = _cell(diff, scale, digits)
       if diff and diff.get("mde") is not None:
         text += f" ({diff['mde'] * scale:.{digits}f})"
+      if diff and 0 < diff["n"] < max(e["n"] for e in per_metric.values()):
+        text += f" (n={diff['n']})"
       cells.append(text)
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
