@@ -252,6 +252,11 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, *,
     The headline numbers: per arm the mean of each table metric.
   """
   runs = variant_configs(config)
+  names = list(dict.fromkeys(r[0] for r in runs))
+  if config.baseline and config.baseline not in names:  # checked before any training
+    raise errors.ConfigError(
+        f"config.baseline={config.baseline!r} is not among the variants run "
+        f"({', '.join(names)}); add it to --config.run_variants or set --config.baseline")
   index, count = _process(config)
   mine = shard_runs(runs, process_index=index, process_count=count)
   todo = [r for r in mine if not any(os.path.exists(
