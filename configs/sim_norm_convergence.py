@@ -9,7 +9,7 @@ Commands:
 -mean(z·w)/r², stop at mean cos >= 1 - 1e-3. Produces <workdir>/results.json (`norms`,
 `steps`, `a` of steps ≈ a·r², `exponent` of steps ∝ r^k) and norm_convergence.png.
 Expected: steps ≈ 96·r² (6, 24, 96, 384, 1536, 6144, 9600 for r = 0.25 .. 8, 10; the
-PyTorch baseline `../shared/bench/torch_baseline.py converge` gives exactly these),
+PyTorch baseline's `converge` command, see benchmarks/README.md, gives exactly these),
 exponent ≈ 2. Measured (float32, seed 0): 6, 24, 95, 383, 1532, 6131, 9579; a = 95.8,
 exponent 2.000. A few seconds on 2 CPU cores.
 
