@@ -25,7 +25,6 @@ with projector norms, lower (~0.65) with backbone norms.
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 import common
 
@@ -35,31 +34,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   dataset = common.pick_one(words, ("cifar10", "cifar100"), default="digits",
                             config_file=__file__)
   smoke = "smoke" in words
-  c = ml_collections.ConfigDict()
-  c.job = "analysis"
-  c.train_workdir = ""  # a finished training run; empty: train config.train first
-  c.novelty_holdout_classes = (8, 9)  # removed from the embedded run's train split
-  c.novelty_other_dataset = ""  # a jnorm.data name whose test split is "other data"
-  c.novelty_other_max_examples = 2000
-  c.heads = ("projector", "backbone")  # embeddings analysed
-  c.primary_head = "projector"  # the one behind the headline numbers (paper: projector)
-  c.num_buckets = 20  # width 0.05, as the paper
-  c.min_bucket_count = 5  # smaller buckets are left out of the Spearman rho and plots
-  # The reference monitor's weighted kNN (t = 0.1) with k = 20 on digits (deviation, as
-  # configs/default.py: the bank holds ~130 digits per class); k = 200 on CIFAR.
-  c.knn = ml_collections.ConfigDict({"k": 20, "temperature": 0.1})
-  c.batch_size = 256  # embedding batch
-  c.class_frequency = "auto"  # 'auto': when the training data is long-tailed
-  c.human_labels = ml_collections.ConfigDict({
-      "name": "",  # 'cifar10_n' | 'cifar100_n' | 'cifar10_h' (TFDS, with images)
-      "path": "",  # or a .npy / .csv label file aligned with `split` (human_labels.py)
-      "split": "train",
-      "data_dir": config_dict.placeholder(str),
-      "limit": config_dict.placeholder(int),  # read only the first N records
-      "agreement_reference": "clean",  # 'clean' label or 'majority' of the votes
-  })
-  c.trajectory_keys = ()  # metrics.jsonl keys; empty: every embedding-norm key
-
+  c = common.analysis_base()
   if dataset == "digits":
     c.train = common.digits_simclr(smoke=smoke)  # configs/default.py
   else:

@@ -4,6 +4,7 @@
     python -m jnorm.main --config configs/compare_fmnist.py:pilot --workdir /tmp/fmnist_pilot
     python -m jnorm.main --config configs/compare_fmnist.py:lr_pilot --workdir /tmp/fmnist_lr_pilot
     python -m jnorm.main --config configs/compare_fmnist.py:smoke --workdir /tmp/fmnist_smoke
+    python -m jnorm.main --config configs/compare_fmnist.py:confidence --workdir docs/findings_data/fmnist_confidence
 
 Needs the Debian package: `apt-get update && apt-get install -y dataset-fashion-mnist`.
 
@@ -25,6 +26,11 @@ power that removes the norm dependence in the simulation). Seeds 0-4, paired.
 1/3, 1 and 3 at initialisation (cut factors 9, 3, 1, 1/3), measured by the training steps
 to reach the loss 3.9 and the kNN curve, plus plain SGD (momentum 0, lr 1.0: the same
 asymptotic step) to test whether momentum makes the projector norm fall late in training.
+`:confidence`: norms as confidence and novelty (the analysis job, configs/analysis.py's
+fields) on the base trained without classes 8 and 9, seeds 0-4: norm-bucket Spearman
+(train -> test kNN and leave-one-out), novelty AUROC of -||z|| for the held-out classes,
+the density statistic, each as mean and 95% interval over seeds
+(`:confidence_smoke`: 1 seed, a few steps).
 `:pilot`: default only, 2 seeds (to size the experiment). `:lr_pilot`: the default at
 lr 0.1, 0.3 and 0.6 for 16 epochs, seed 0 (the base's learning rate). `:smoke`: 2 arms,
 1 seed, 2 steps (CI).
@@ -34,6 +40,8 @@ variant and seed in <variant>/seed<k>, results.json (per-arm kNN accuracy at
 baseline arm), comparison.md, comparison.csv, knn_accuracy_vs_epoch.png and
 norm_vs_epoch.png.
 """
+
+import ml_collections
 
 import common
 from jnorm.jobs import compare
@@ -50,28 +58,31 @@ ARMS = {
 
 
 def base_config():
-  config = common.simclr_base()
-  config.model.backbone = "small_resnet"
-  config.model.conv_impl = "xla"
-  config.data.name = "fashion_mnist"
-  config.data.image_size = 16
-  config.data.train_per_class = 500
-  config.data.test_per_class = 200
-  config.augment = "fashion_mnist"
-  config.batch_size = 128
-  config.num_epochs = 8.0
-  config.optim.learning_rate = 0.1
-  config.optim.warmup_epochs = 1.0
-  config.eval.knn_k = 20
-  config.eval.every_epochs = 1
-  config.checkpoint_every_steps = 200
-  config.log_every_steps = 13
-  config.progress_bar = False
-  return config
+  return common.fmnist_simclr()
+
+
+def _confidence(*, smoke: bool):
+  """The analysis job (configs/analysis.py's fields) on the Fashion-MNIST base trained
+  without classes 8 and 9 (Sneaker... Bag, Ankle boot held out), once per seed."""
+  analysis = ml_collections.ConfigDict(common.analysis_base())
+  analysis.train = base_config()
+  analysis.novelty_holdout_classes = (8, 9)
+  if smoke:
+    analysis.train.num_epochs = 1 / 31
+    analysis.train.data.train_per_class = 8
+    analysis.train.data.test_per_class = 4
+    analysis.train.batch_size = 32
+    analysis.train.eval.every_epochs = 0
+    analysis.min_bucket_count = 1
+  return compare.comparison_config(
+      base=analysis, variants={"simclr": {}}, run_variants=["simclr"],
+      seeds=(0,) if smoke else (0, 1, 2, 3, 4), report_epochs=(), baseline="simclr",
+      sub_job="analysis", seed_field="train.seed",
+      title="SimCLR Fashion-MNIST 16 px: norms as confidence and novelty")
 
 
 def get_config(arg=None):
-  choices = ("pilot", "lr_pilot", "scale", "smoke")
+  choices = ("pilot", "lr_pilot", "scale", "confidence", "confidence_smoke", "smoke")
   scale = common.pick_one(common.parse_arg(arg, choices, config_file=__file__), choices,
                           default="full", config_file=__file__)
   base = base_config()
@@ -91,6 +102,8 @@ def get_config(arg=None):
     variants["momentum0_lr1"] = {"optim": {"momentum": 0.0, "learning_rate": 1.0}}
     arms = list(variants)
     loss_threshold = 3.9
+  elif scale in ("confidence", "confidence_smoke"):  # norms as confidence, 5 seeds
+    return _confidence(smoke=scale == "confidence_smoke")
   elif scale == "smoke":
     arms, seeds = ["default", "cut3_all"], (0,)
     base.num_epochs = 2 / 39

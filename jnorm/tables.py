@@ -11,7 +11,8 @@ Per-run scalar metrics (`run_metrics`):
   steps_to_loss_<l>    first logged step at which the training loss is <= l (from the
                        run's 'loss_curve' [(step, loss)], when present)
   knn_accuracy         final kNN accuracy
-  linear_probe_accuracy, embedding_norm_mean, backbone_norm_mean (when present)
+  every other top-level number of results.json that is a measurement (e.g.
+  linear_probe_accuracy, embedding_norm_mean; an analysis job's novelty_auroc)
   <norm key>@first / @last: the first and last value of each norm curve
 """
 
@@ -23,8 +24,10 @@ from jnorm import stats
 
 # Keys of a `knn_curve` entry that are not per-epoch measurements.
 _CURVE_SKIP = ("epoch", "step")
-_FINAL_KEYS = ("knn_accuracy", "linear_probe_accuracy", "embedding_norm_mean",
-               "backbone_norm_mean")
+# Top-level numbers of a results.json that are bookkeeping, not measurements.
+_NOT_METRICS = ("steps", "epochs", "steps_per_epoch", "resumed_from_step",
+                "train_seconds_per_step", "wall_seconds", "num_devices",
+                "knn_accuracy_at_init")
 
 
 def epoch_key(value) -> float:
@@ -74,9 +77,9 @@ def run_metrics(results: dict, *, report_epochs: Sequence[float] = (),
   if loss_threshold is not None:
     steps = [s for s, loss in results.get("loss_curve", []) if loss <= loss_threshold]
     out[loss_threshold_key(loss_threshold)] = float(steps[0]) if steps else None
-  for key in _FINAL_KEYS:
-    value = results.get(key)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+  for key, value in results.items():  # final numbers: kNN, probe, norms, analysis results
+    if (key not in _NOT_METRICS and isinstance(value, (int, float))
+        and not isinstance(value, bool)):
       out[key] = float(value)
   for key, curve in curves.items():
     if "norm" in key and curve:

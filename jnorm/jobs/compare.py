@@ -15,6 +15,9 @@ A comparison config (see `configs/compare_*.py`) holds:
 - `baseline`: the arm every other arm is compared with, seed by seed ('' = the first);
 - `threshold`: a kNN accuracy whose first crossing epoch is a metric (0 = none);
 - `loss_threshold`: a training loss whose first crossing step is a metric (0 = none);
+- `sub_job`: 'train' (each sub-run trains `base`) or 'analysis' (`base` is an analysis
+  config whose embedded `train` config is trained and analysed; set `seed_field` to
+  'train.seed'); the table then reports the analysis's headline numbers;
 - `process_index`, `process_count`: how the (variant, seed) list is split across hosts
   (-1: `jax.process_index()` / `jax.process_count()`);
 - `aggregate_only`: train nothing, only tabulate the sub-runs that exist (the rest are
@@ -61,6 +64,7 @@ from jnorm import errors
 from jnorm import io as jio
 from jnorm import tables
 from jnorm.plots import compare as compare_plots
+from jnorm.jobs import analysis
 from jnorm.training import loop
 from jnorm.training import metrics
 
@@ -127,7 +131,10 @@ def variant_configs(config: ml_collections.ConfigDict) -> list:
     for name in names:
       run = copy.deepcopy(variants[name])
       with run.unlocked():
-        _merge(run, {config.seed_field: seed}, "seed_field")
+        nested = seed  # 'train.seed' -> {'train': {'seed': seed}}
+        for part in reversed(config.seed_field.split(".")):
+          nested = {part: nested}
+        _merge(run, nested, "seed_field")
       runs.append((name, seed, run))
   return runs
 
@@ -144,6 +151,13 @@ def shard_runs(runs: Sequence, *, process_index: int, process_count: int) -> lis
 
 def run_dir(workdir: str, variant: str, seed: int) -> str:
   return os.path.join(workdir, variant, f"seed{seed}")
+
+
+# What a comparison runs per (arm, seed): a training run, or the analysis job (which
+# trains its own run first) for claims about trained embeddings.
+SUB_JOBS = {"train": loop.train_and_evaluate, "analysis": analysis.analysis_job}
+ANALYSIS_METRICS = ("norm_bucket_spearman", "norm_bucket_spearman_loo", "novelty_auroc",
+                    "density_spearman", "knn_accuracy_test")
 
 
 def _process(config) -> tuple:
@@ -189,6 +203,8 @@ def _collect(runs: list, workdir: str) -> tuple:
 
 
 def _table_metrics(config, report_epochs) -> list:
+  if config.sub_job == "analysis":
+    return list(ANALYSIS_METRICS)
   metrics = [f"knn@{tables.epoch_label(e)}" for e in report_epochs]
   metrics += ["knn_auc", "knn_accuracy"]
   if config.threshold > 0:
@@ -251,6 +267,7 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The headline numbers: per arm the mean of each table metric.
   """
+  errors.check_choice("sub_job", config.sub_job, SUB_JOBS)
   runs = variant_configs(config)
   names = list(dict.fromkeys(r[0] for r in runs))
   if config.baseline and config.baseline not in names:  # checked before any training
@@ -262,7 +279,7 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, *,
   todo = [r for r in mine if not any(os.path.exists(
       os.path.join(run_dir(workdir, r[0], r[1]), f)) for f in ("results.json", _FAILED))]
   if not config.aggregate_only:
-    _train_missing(todo, workdir, train_fn or loop.train_and_evaluate)
+    _train_missing(todo, workdir, train_fn or SUB_JOBS[config.sub_job])
   return write_report(config, workdir, runs)
 
 
@@ -273,7 +290,8 @@ def compare_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_variants,
                       seeds, report_epochs, title: str, baseline: str = "",
-                      threshold: float = 0.0, loss_threshold: float = 0.0
+                      threshold: float = 0.0, loss_threshold: float = 0.0,
+                      sub_job: str = "train", seed_field: str = "seed"
                       ) -> ml_collections.ConfigDict:
   """A comparison config (module docstring) from its parts; configs/compare_*.py use it."""
   config = ml_collections.ConfigDict()
@@ -285,7 +303,8 @@ def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_va
     run_variants = ",".join(run_variants)
   config.run_variants = run_variants
   config.seeds = ",".join(str(s) for s in seeds) if not isinstance(seeds, str) else seeds
-  config.seed_field = "seed"
+  config.seed_field = seed_field
+  config.sub_job = sub_job
   config.report_epochs = ",".join(f"{e:g}" for e in report_epochs)
   config.baseline = baseline
   config.threshold = float(threshold)

@@ -1,0 +1,48 @@
+"""configs/compare_fmnist.py on the real Fashion-MNIST files (Debian's package, which
+.ci/run installs): the CI-sized training comparison through the command line, and the
+norms-as-confidence comparison (the analysis job per seed)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jnorm import jobs
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_CONFIG = os.path.join(_ROOT, "configs", "compare_fmnist.py")
+
+
+def _load(workdir):
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+def test_smoke_comparison_runs_from_the_command_line(tmp_path):
+  workdir = str(tmp_path / "w")
+  proc = subprocess.run(
+      [sys.executable, "-m", "jnorm.main", "--config", f"{_CONFIG}:smoke", "--workdir",
+       workdir], cwd=_ROOT, capture_output=True, text=True, check=False, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  res = _load(workdir)
+  assert res["variants"] == ["default", "cut3_all"] and not res["missing"]
+  for arm in res["variants"]:
+    sub = _load(os.path.join(workdir, arm, "seed0"))
+    assert sub["dataset"]["name"] == "fashion_mnist"
+    assert res["summary"][arm]["knn_accuracy"]["mean"] == pytest.approx(sub["knn_accuracy"])
+
+
+def test_confidence_comparison_reports_the_analysis_numbers_per_seed(tmp_path):
+  config = jobs.load_config_file(_CONFIG, "confidence_smoke")
+  assert config.sub_job == "analysis" and config.seed_field == "train.seed"
+  workdir = str(tmp_path)
+  jobs.run_job(config, workdir)
+  res = _load(workdir)
+  sub = _load(os.path.join(workdir, "simclr", "seed0"))
+  assert sub["dataset"]["train_classes"] == list(range(8))  # 8 and 9 held out
+  for key in ("novelty_auroc", "norm_bucket_spearman_loo", "knn_accuracy_test"):
+    assert res["summary"]["simclr"][key]["mean"] == pytest.approx(sub[key]), key
+  with open(os.path.join(workdir, "comparison.md")) as f:
+    assert "novelty_auroc" in f.read()
