@@ -63,7 +63,7 @@ def base_config():
 
 def _confidence(*, smoke: bool):
   """The analysis job (configs/analysis.py's fields) on the Fashion-MNIST base trained
-  without classes 8 and 9 (Sneaker... Bag, Ankle boot held out), once per seed."""
+  without classes 8 (Bag) and 9 (Ankle boot), once per seed."""
   analysis = ml_collections.ConfigDict(common.analysis_base())
   analysis.train = base_config()
   analysis.novelty_holdout_classes = (8, 9)
