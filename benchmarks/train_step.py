@@ -41,10 +41,17 @@ TORCH_SCRIPT = os.path.normpath(
     os.path.join(REPO_ROOT, "..", "shared", "bench", "torch_baseline.py"))
 
 
+# --arch -> (jnorm model.backbone, input channels), as torch_baseline.py's CifarResNet.ARCHS.
+ARCHS = {"resnet18": ("resnet18", 3), "small": ("small_resnet", 1)}
+
+
 def parse_args(argv=None):
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--batch", type=int, default=128, help="pairs per step")
+  ap.add_argument("--arch", choices=tuple(ARCHS), default="resnet18",
+                  help="resnet18: CIFAR ResNet-18, 3 channels; small: the experiments' "
+                       "SmallResNet (widths 32/64/128), 1 channel")
   ap.add_argument("--image", type=int, default=32)
   ap.add_argument("--steps", type=int, default=3, help="timed steps per round and system")
   ap.add_argument("--warmup", type=int, default=1, help="untimed steps after compiling")
@@ -54,6 +61,9 @@ def parse_args(argv=None):
   ap.add_argument("--torch-python", default=os.environ.get("JNORM_TORCH_PYTHON"),
                   help="python of a venv with torch (default: $JNORM_TORCH_PYTHON)")
   ap.add_argument("--no-torch", action="store_true", help="skip the torch baseline")
+  ap.add_argument("--xla-default", action="store_true",
+                  help="keep XLA:CPU's default kernels (JNORM_XLA_CPU_DEFAULTS=0: no "
+                       "jnorm.xla_cpu flag)")
   ap.add_argument("--quick", action="store_true", help="batch 16, 2 steps, 1 round")
   args = ap.parse_args(argv)
   if args.quick:
@@ -70,7 +80,8 @@ def configure_xla_threads(threads: int) -> str:
   return os.environ["XLA_FLAGS"]
 
 
-def make_jnorm_step(conv_impl: str, *, batch: int, image: int, seed: int = 0):
+def make_jnorm_step(conv_impl: str, *, batch: int, image: int, arch: str = "resnet18",
+                    seed: int = 0):
   """Returns (step, state, views): a jitted SimCLR step with a donated state."""
   import jax
   import jax.numpy as jnp
@@ -78,11 +89,12 @@ def make_jnorm_step(conv_impl: str, *, batch: int, image: int, seed: int = 0):
   from jnorm import losses, models
 
   cfg = models.default_model_config()
-  cfg.backbone, cfg.stem, cfg.conv_impl = "resnet18", "cifar", conv_impl
+  backbone, channels = ARCHS[arch]
+  cfg.backbone, cfg.stem, cfg.conv_impl = backbone, "cifar", conv_impl
   cfg.projector_dims, cfg.projector_bn, cfg.predictor_hidden = (128, 128), False, 0
   net = models.build_ssl_net(cfg)
   key_init, key_x1, key_x2 = jax.random.split(jax.random.key(seed), 3)
-  shape = (batch, image, image, 3)
+  shape = (batch, image, image, channels)
   views = (jax.random.normal(key_x1, shape), jax.random.normal(key_x2, shape))
   variables = net.init(key_init, views[0][:2], train=True)
   # torch.optim.SGD(lr, momentum=0.9, weight_decay=1e-6): decay added to the gradient
@@ -127,7 +139,8 @@ def time_jnorm(runner, steps: int) -> list[float]:
 
 
 def run_torch(args) -> dict | None:
-  cmd = [args.torch_python, TORCH_SCRIPT, "step", "--batch", str(args.batch),
+  cmd = [args.torch_python, TORCH_SCRIPT, "step", "--arch", args.arch,
+         "--batch", str(args.batch),
          "--image", str(args.image), "--steps", str(args.steps),
          "--threads", str(args.threads)]
   proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -139,8 +152,13 @@ def run_torch(args) -> dict | None:
 
 def main(argv=None):
   args = parse_args(argv)
-  xla_flags = configure_xla_threads(args.threads)
+  configure_xla_threads(args.threads)
+  if args.xla_default:
+    os.environ["JNORM_XLA_CPU_DEFAULTS"] = "0"
   import jax
+  import jnorm  # applies jnorm.xla_cpu's flags unless --xla-default
+  xla_flags = os.environ.get("XLA_FLAGS", "")
+  print(f"XLA_FLAGS: {xla_flags!r}", flush=True)
   torch_ok = (not args.no_torch and bool(args.torch_python)
               and os.path.exists(args.torch_python)
               and os.path.exists(TORCH_SCRIPT))
@@ -151,7 +169,8 @@ def main(argv=None):
   impls = [s for s in args.impls.split(",") if s]
   runners = {}
   for impl in impls:
-    step, state, views = make_jnorm_step(impl, batch=args.batch, image=args.image)
+    step, state, views = make_jnorm_step(impl, batch=args.batch, image=args.image,
+                                         arch=args.arch)
     t0 = time.perf_counter()
     runner = {"step": step, "state": state, "views": views}
     time_jnorm(runner, 1 + args.warmup)  # compile + warm-up, untimed
@@ -171,7 +190,7 @@ def main(argv=None):
       print(f"round {r}: jnorm {impl} median {statistics.median(times):.3f} s/step",
             flush=True)
 
-  result = {"batch": args.batch, "image": args.image, "threads": args.threads,
+  result = {"arch": args.arch, "batch": args.batch, "image": args.image, "threads": args.threads,
             "cpu_count": os.cpu_count(), "xla_flags": xla_flags,
             "backend": jax.default_backend(), "rounds": args.rounds,
             "steps_per_round": args.steps}

@@ -6,3 +6,7 @@ that `import jnorm` stays cheap; import what you need, e.g. `from jnorm import l
 """
 
 __version__ = "0.1.0"
+
+from jnorm import xla_cpu as _xla_cpu
+
+_xla_cpu.apply_cpu_defaults()
