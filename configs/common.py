@@ -237,6 +237,26 @@ def fmnist_simclr() -> ml_collections.ConfigDict:
   return config
 
 
+def fmnist_siamese(method: str) -> ml_collections.ConfigDict:
+  """SimSiam or BYOL on Fashion-MNIST at 16 px (configs/compare_fmnist_siamese.py's
+  base): `fmnist_simclr()` with the non-contrastive heads at this scale (projector
+  128-128-128 with BN, predictor 128 -> 32 -> 128, as `simsiam('digits')`), the
+  reference's SimSiam optimiser (SGD Nesterov, weight decay 5e-4) at lr 0.05, and for
+  BYOL an EMA target with τ = 0.99."""
+  config = fmnist_simclr()
+  config.method = method
+  config.model.projector_dims = (128, 128, 128)
+  config.model.projector_bn = True
+  config.model.predictor_hidden = 32
+  config.optim.learning_rate = 0.05
+  config.optim.weight_decay = 5e-4
+  config.optim.nesterov = True
+  if method == "byol":
+    config.byol.tau_base = 0.99
+    config.byol.tau_schedule = "fixed"
+  return config
+
+
 def analysis_base() -> ml_collections.ConfigDict:
   """Every field of the analysis job but its embedded `train` config (configs/analysis.py)."""
   c = ml_collections.ConfigDict()

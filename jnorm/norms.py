@@ -35,6 +35,16 @@ def embedding_norms(embeddings) -> np.ndarray:
   return np.linalg.norm(np.asarray(embeddings, np.float64), axis=-1)
 
 
+def normalized_std(embeddings) -> float:
+  """Collapse monitor: the std over samples of the L2-normalized embeddings, averaged
+  over dimensions (as SimSiam's paper uses it). 0 when every embedding points the same
+  way (collapse); about 1/sqrt(d) for embeddings spread uniformly on the sphere in d
+  dimensions. embeddings: [N, d] with N >= 2."""
+  x = np.asarray(embeddings, np.float64)
+  unit = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+  return float(unit.std(axis=0).mean())
+
+
 def normalize_norms(norms) -> np.ndarray:
   """Min-max normalisation (norm - min) / (max - min) -> [N] in [0, 1].
 

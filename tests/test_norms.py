@@ -116,3 +116,12 @@ def test_norm_trajectories_picks_norm_means_and_kinds():
       "train/norm_z_max"]
   with pytest.raises(errors.ConfigError, match="norm/backbone_mean"):
     norms.norm_trajectories(records, ("norm/predictor_mean",))
+
+
+def test_normalized_std_zero_for_collapse_and_one_over_sqrt_d_when_spread():
+  rng = np.random.default_rng(0)
+  direction = rng.normal(size=64)
+  collapsed = rng.uniform(0.5, 3.0, size=(500, 1)) * direction  # one direction, many norms
+  assert norms.normalized_std(collapsed) < 1e-12
+  spread = rng.normal(size=(20000, 64)) * rng.uniform(0.5, 3.0, size=(20000, 1))
+  assert abs(norms.normalized_std(spread) * np.sqrt(64) - 1.0) < 0.02

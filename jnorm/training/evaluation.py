@@ -9,6 +9,7 @@ import numpy as np
 
 from jnorm import data
 from jnorm import evaluate
+from jnorm import norms
 
 
 def split_batches(ds, split: str, batch_size: int):
@@ -44,7 +45,8 @@ def eval_variables(evaluator: Evaluator, state_host, ds, ecfg) -> dict:
 
 def evaluate_state(evaluator: Evaluator, state_host, ds, ecfg, *, epoch: float):
   """kNN accuracy (backbone features, train bank, test queries), mean norms of the test
-  split in eval mode and in train mode (batch statistics); returns (record, train, test)."""
+  split in eval mode and in train mode (batch statistics) and the collapse monitor
+  `norms.normalized_std` per head; returns (record, train, test)."""
   variables = eval_variables(evaluator, state_host, ds, ecfg)
   feats = {}
   for name, split, fn in (("train", "train", evaluator.embed), ("test", "test", evaluator.embed),
@@ -61,6 +63,7 @@ def evaluate_state(evaluator: Evaluator, state_host, ds, ecfg, *, epoch: float):
       record[f"{head}_norm_mean"] = float(np.linalg.norm(test[head], axis=-1).mean())
       record[f"{head}_norm_mean_train_mode"] = float(
           np.linalg.norm(feats["test_train_mode"][head], axis=-1).mean())
+      record[f"{head}_normalized_std"] = norms.normalized_std(test[head])
   return record, train, test
 
 

@@ -84,6 +84,7 @@ def test_the_loop_evaluates_with_recomputed_statistics(trained):
   assert last["projector_norm_mean"] == pytest.approx(norm, rel=1e-5)
   for head in ("backbone", "projector"):
     assert last[f"{head}_norm_mean_train_mode"] > 0
+    assert 0 < last[f"{head}_normalized_std"] < 1  # collapse monitor, in (0, 1)
 
 
 def test_recompute_and_running_differ_after_one_epoch_and_agree_once_converged(trained):
