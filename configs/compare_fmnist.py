@@ -1,10 +1,12 @@
 """Norm manipulation on real data: SimCLR on Fashion-MNIST, arms x paired seeds.
 
     python -m jnorm.main --config configs/compare_fmnist.py --workdir docs/findings_data/fmnist_simclr
+    python -m jnorm.main --config configs/compare_fmnist.py:wd --workdir docs/findings_data/fmnist_wd
     python -m jnorm.main --config configs/compare_fmnist.py:pilot --workdir /tmp/fmnist_pilot
     python -m jnorm.main --config configs/compare_fmnist.py:lr_pilot --workdir /tmp/fmnist_lr_pilot
     python -m jnorm.main --config configs/compare_fmnist.py:smoke --workdir /tmp/fmnist_smoke
     python -m jnorm.main --config configs/compare_fmnist.py:confidence --workdir docs/findings_data/fmnist_confidence
+    python -m jnorm.main --config configs/compare_fmnist.py:long_tail --workdir docs/findings_data/fmnist_long_tail
 
 Needs the Debian package: `apt-get update && apt-get install -y dataset-fashion-mnist`.
 
@@ -22,6 +24,8 @@ affine included, as the reference); `cut3_last` (the projector's last layer / 3)
 example's compensated rate: its peak rate is 36x below the SimCLR default's, 0.01 vs
 0.36, with warm-up over 20% of training as its 100 of 512 epochs: 1.6 of 8); `gradscale2` (p 2, the
 power that removes the norm dependence in the simulation). Seeds 0-4, paired.
+`:wd`: the weight-decay sweep: `default` (no decay, the base) against `wd5e-4` and
+`wd5e-3` (coupled decay on every parameter, as torch's SGD).
 `:scale`: the mechanism in a real network: the projector's last layer scaled by 1/9,
 1/3, 1 and 3 at initialisation (cut factors 9, 3, 1, 1/3), measured by the training steps
 to reach the loss 3.9 and the kNN curve, plus plain SGD (momentum 0, lr 1.0: the same
@@ -31,6 +35,13 @@ fields) on the base trained without classes 8 and 9, seeds 0-4: norm-bucket Spea
 (train -> test kNN and leave-one-out), novelty AUROC of -||z|| for the held-out classes,
 the density statistic, each as mean and 95% interval over seeds
 (`:confidence_smoke`: 1 seed, a few steps).
+`:long_tail`: class frequency vs mean norm on long-tailed Fashion-MNIST (3000 train
+images per class before the tail, ratio 1.5, as CIFAR-10-LT: 3000, 2000, ..., 78), the
+analysis job's `class_norm_spearman` per seed; and the same seeds with the counts
+reversed over the classes (`data.long_tail_order='ascending'`), so that each class's
+norm when frequent is compared with its norm when rare (`frequency_swap` in
+results.json: a class's relative mean norm when frequent minus when rare), seeds 0-4
+(`:long_tail_smoke`: 1 seed, a few steps).
 `:pilot`: default only, 2 seeds (to size the experiment). `:lr_pilot`: the default at
 lr 0.1, 0.3 and 0.6 for 16 epochs, seed 0 (the base's learning rate). `:smoke`: 2 arms,
 1 seed, 2 steps (CI).
@@ -54,6 +65,8 @@ ARMS = {
     "gradscale1_comp": {"norm": common.GRADSCALE1,
                         "optim": {"learning_rate": 0.1 / 36, "warmup_epochs": 1.6}},
     "gradscale2": {"norm": {"gradscale_power": 2.0}},
+    "wd5e-4": {"optim": {"weight_decay": 5e-4}},
+    "wd5e-3": {"optim": {"weight_decay": 5e-3}},
 }
 
 
@@ -81,16 +94,47 @@ def _confidence(*, smoke: bool):
       title="SimCLR Fashion-MNIST 16 px: norms as confidence and novelty")
 
 
+def _long_tail(*, smoke: bool):
+  """The analysis job on long-tailed Fashion-MNIST (3000 train images per class before
+  the tail, ratio 1.5: 3000, 2000, ..., 78), in both class orders, once per seed."""
+  analysis = ml_collections.ConfigDict(common.analysis_base())
+  analysis.train = base_config()
+  analysis.novelty_holdout_classes = ()
+  analysis.class_frequency = "on"
+  train = analysis.train
+  train.data.train_per_class = 3000
+  train.data.long_tail_ratio = 1.5
+  train.eval.every_epochs = 0
+  train.eval.powers_of_two = False
+  if smoke:
+    train.num_epochs = 1 / 31
+    train.data.train_per_class = 40
+    train.data.test_per_class = 4
+    train.batch_size = 32
+    analysis.min_bucket_count = 1
+  variants = {"descending": {"train": {"data": {"long_tail_order": "descending"}}},
+              "ascending": {"train": {"data": {"long_tail_order": "ascending"}}}}
+  return compare.comparison_config(
+      base=analysis, variants=variants, run_variants=list(variants),
+      seeds=(0,) if smoke else (0, 1, 2, 3, 4), report_epochs=(), baseline="descending",
+      sub_job="analysis", seed_field="train.seed",
+      frequency_swap_arms="descending,ascending",
+      title="SimCLR long-tailed Fashion-MNIST 16 px: class frequency vs mean norm")
+
+
 def get_config(arg=None):
-  choices = ("pilot", "lr_pilot", "scale", "confidence", "confidence_smoke", "smoke")
+  choices = ("pilot", "lr_pilot", "scale", "wd", "confidence", "confidence_smoke",
+             "long_tail", "long_tail_smoke", "smoke")
   scale = common.pick_one(common.parse_arg(arg, choices, config_file=__file__), choices,
                           default="full", config_file=__file__)
   base = base_config()
-  arms, seeds = [a for a in ARMS if a != "gradscale2"], (0, 1, 2, 3, 4)
+  arms, seeds = list(ARMS)[:5], (0, 1, 2, 3, 4)
   variants = dict(ARMS)
   loss_threshold = 0.0
   if scale == "pilot":
     arms, seeds = ["default"], (0, 1)
+  elif scale == "wd":  # the weight-decay sweep (the base has none)
+    arms = ["default", "wd5e-4", "wd5e-3"]
   elif scale == "lr_pilot":  # the learning rate of the base, chosen from seed 0 alone
     variants.update({"lr0p3": {"optim": {"learning_rate": 0.3}},
                      "lr0p6": {"optim": {"learning_rate": 0.6}}})
@@ -104,6 +148,8 @@ def get_config(arg=None):
     loss_threshold = 3.9
   elif scale in ("confidence", "confidence_smoke"):  # norms as confidence, 5 seeds
     return _confidence(smoke=scale == "confidence_smoke")
+  elif scale in ("long_tail", "long_tail_smoke"):  # class frequency vs norm, 5 seeds
+    return _long_tail(smoke=scale == "long_tail_smoke")
   elif scale == "smoke":
     arms, seeds = ["default", "cut3_all"], (0,)
     base.num_epochs = 2 / 39

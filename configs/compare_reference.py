@@ -1,6 +1,7 @@
 """The reference's norm-manipulation comparison: default vs cut-init (c = 3) vs GradScale (p = 1).
 
     python -m jnorm.main --config configs/compare_reference.py:digits --workdir /tmp/cmp_ref
+    python -m jnorm.main --config configs/compare_reference.py:digits16 --workdir docs/findings_data/digits16_simclr
     python -m jnorm.main --config configs/compare_reference.py --workdir /tmp/cmp_ref_cifar
     python -m jnorm.main --config configs/compare_reference.py:smoke --workdir /tmp/cmp_smoke
 
@@ -15,6 +16,10 @@ Measures kNN accuracy (backbone features, cosine, k 200) at early epochs -- the 
 convergence-speed measure -- and the projector-embedding norms over training; the paper
 reports cut and GradScale converging faster (accuracy tables not recovered, docs/paper.md §3.5).
 
+`:digits16`: the Fashion-MNIST grid's arms (configs/compare_fmnist.py: default, cut 3 of
+every parameter, cut 3 of the projector's last layer, GradScale p 1 at the default rate and
+at the reference example's compensated rate) on the embedded digits at 16 px
+(configs/default.py, 16 epochs of 10 steps, kNN after every epoch), 5 paired seeds.
 `:digits`: the same comparison on the embedded digits (configs/default.py: SmallResNet,
 lr 0.1, 2 warm-up epochs) at their native 8 px for 8 epochs (80 steps), 2 seeds; GradScale
 with 3 warm-up epochs and its matched control `default_wu3`. 8 sub-runs; on the shared,
@@ -34,9 +39,33 @@ import common
 from jnorm.jobs import compare
 
 
+def _digits16():
+  """The Fashion-MNIST grid's arms on the embedded digits at 16 px (configs/default.py's
+  setting, 16 of its 32 epochs), 5 paired seeds."""
+  base = common.digits_simclr()
+  base.num_epochs = 16.0
+  base.eval.every_epochs = 1
+  base.progress_bar = False
+  variants = {
+      "default": {},
+      "cut3_all": {"norm": common.CUT3},
+      "cut3_last": {"norm": common.CUT3_LAST},
+      "gradscale1": {"norm": common.GRADSCALE1},
+      # The reference example's rate compensation (configs/compare_fmnist.py): 36x lower
+      # peak rate, warm-up over 20% of training.
+      "gradscale1_comp": {"norm": common.GRADSCALE1,
+                          "optim": {"learning_rate": 0.1 / 36, "warmup_epochs": 3.2}},
+  }
+  return compare.comparison_config(
+      base=base, variants=variants, run_variants=list(variants), seeds=(0, 1, 2, 3, 4),
+      report_epochs=(1, 2, 4, 8, 16), baseline="default",
+      title="SimCLR digits 16 px: default vs cut-init vs GradScale")
+
+
 def get_config(arg=None):
-  scale = common.pick_one(common.parse_arg(arg, ("digits", "smoke"), config_file=__file__),
-                          ("digits", "smoke"), default="cifar10", config_file=__file__)
+  choices = ("digits", "digits16", "smoke")
+  scale = common.pick_one(common.parse_arg(arg, choices, config_file=__file__),
+                          choices, default="cifar10", config_file=__file__)
   if scale == "cifar10":
     base = common.simclr("cifar10")
     base.batch_size = 512  # the reference's GradScale example
@@ -65,6 +94,8 @@ def get_config(arg=None):
     return compare.comparison_config(
         base=base, variants=variants, run_variants=("default", "cut3"), seeds=(0,),
         report_epochs=(0, base.num_epochs), title="smoke comparison")
+  if scale == "digits16":
+    return _digits16()
   base = common.short_digits(common.digits_simclr(), num_epochs=8.0)
   return compare.comparison_config(
       base=base, variants=variants, run_variants=list(variants), seeds=(0, 1),

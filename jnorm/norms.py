@@ -192,6 +192,28 @@ def class_norm_spearman(norms, labels, class_counts) -> float:
   return float(scipy.stats.spearmanr(class_counts[keep], means[keep]).statistic)
 
 
+def frequency_swap_effect(norms, counts, swapped_norms, swapped_counts, *,
+                          relative: bool = False) -> float:
+  """A class's norm when frequent minus its norm when rare, in one pair of runs that
+  differ only in which class is frequent (the same classes, the counts reversed).
+
+  effect = mean over classes c with counts[c] != swapped_counts[c] of
+           (norms[c] - swapped_norms[c]) * sign(counts[c] - swapped_counts[c]):
+  positive when classes get larger norms when they are more frequent, with each class's
+  own geometry held fixed. `relative`: divide each run's class norms by their mean
+  first (removes a change of overall scale between the runs). Classes with a
+  non-finite norm in either run are left out.
+  """
+  a, b = np.asarray(norms, np.float64), np.asarray(swapped_norms, np.float64)
+  if relative:
+    a, b = a / np.nanmean(a), b / np.nanmean(b)
+  sign = np.sign(np.asarray(counts, np.float64) - np.asarray(swapped_counts, np.float64))
+  keep = (sign != 0) & np.isfinite(a) & np.isfinite(b)
+  if not keep.any():
+    return float("nan")
+  return float(np.mean(((a - b) * sign)[keep]))
+
+
 def kth_neighbour_distance(embeddings, *, k: int = 10) -> np.ndarray:
   """Euclidean distance from each normalised embedding ẑ_i to its k-th nearest neighbour.
 

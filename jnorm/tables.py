@@ -20,6 +20,7 @@ import csv
 import io
 from typing import Optional, Sequence
 
+from jnorm import norms
 from jnorm import stats
 
 # Keys of a `knn_curve` entry that are not per-epoch measurements.
@@ -215,3 +216,20 @@ def table_csv(summary: dict) -> str:
       for stat, value in (entry.get("diff") or {}).items():
         writer.writerow([arm, metric, f"diff_{stat}", "" if value is None else value])
   return buf.getvalue()
+
+
+def frequency_swap(per_arm: dict, arms: Sequence[str]) -> dict:
+  """The class-frequency effect with class identity held fixed, from analysis sub-runs
+  on long-tailed data whose class counts are reversed between `arms[0]` and `arms[1]`:
+  per seed `norms.frequency_swap_effect` of the mean test norm per class (relative to
+  the run's mean; results' `class_norms`), then its mean and 95% interval over seeds."""
+  seeds = sorted(set(per_arm[arms[0]]) & set(per_arm[arms[1]]))
+  effects = []
+  for seed in seeds:
+    a, b = (per_arm[arm][seed]["class_norms"] for arm in arms)
+    effects.append(norms.frequency_swap_effect(
+        [float("nan") if v is None else v for v in a["mean_norm"]], a["class_counts"],
+        [float("nan") if v is None else v for v in b["mean_norm"]], b["class_counts"],
+        relative=True))
+  return {"arms": list(arms), "seeds": seeds, "per_seed": effects,
+          "effect": stats.paired_difference(effects, [0.0] * len(effects))}

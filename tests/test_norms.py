@@ -125,3 +125,17 @@ def test_normalized_std_zero_for_collapse_and_one_over_sqrt_d_when_spread():
   assert norms.normalized_std(collapsed) < 1e-12
   spread = rng.normal(size=(20000, 64)) * rng.uniform(0.5, 3.0, size=(20000, 1))
   assert abs(norms.normalized_std(spread) * np.sqrt(64) - 1.0) < 0.02
+
+
+def test_frequency_swap_effect_by_hand():
+  counts, swapped = [4, 2, 1], [1, 2, 4]  # class 1 keeps its count: left out
+  mine, theirs = [3.0, 9.0, 1.0], [2.0, 5.0, 2.5]
+  # class 0 frequent: 3 - 2 = +1; class 2 rare: -(1 - 2.5) = +1.5 -> mean 1.25
+  assert norms.frequency_swap_effect(mine, counts, theirs, swapped) == 1.25
+  rel = norms.frequency_swap_effect(mine, counts, theirs, swapped, relative=True)
+  a, b = np.array(mine) / np.mean(mine), np.array(theirs) / np.mean(theirs)
+  assert rel == pytest.approx(((a[0] - b[0]) - (a[2] - b[2])) / 2, rel=1e-12)
+  # a non-finite class norm is left out; nothing left -> nan
+  assert norms.frequency_swap_effect([3.0, 1.0, np.nan], counts, [2.0, 1.0, 2.5],
+                                     swapped) == 1.0
+  assert np.isnan(norms.frequency_swap_effect([1.0], [2], [1.0], [2]))

@@ -32,6 +32,8 @@ Fields (every one optional; a missing field takes the default below):
                      examples (0 or None: off). CIFAR-10-LT: 1.5; CIFAR-100-LT: 1.03365.
   long_tail_max      n_max (None: the smallest class count of the train split).
   long_tail_seed     seed of the order in which each class's first k are kept.
+  long_tail_order    'descending' (class 0 the most examples, the reference) or
+                     'ascending' (the same counts over the classes in reverse order).
   train_classes      list of labels kept in the TRAIN split only (None: all); the test
                      split is untouched, for novelty analyses ("train on 0-7").
   spherical_*        the synthetic source (docs/paper.md §2.3): class_weights (1:2:4:8),
@@ -69,6 +71,7 @@ def get_config_defaults() -> ml_collections.ConfigDict:
       "long_tail_ratio": 0.0,
       "long_tail_max": config_dict.placeholder(int),
       "long_tail_seed": 0,
+      "long_tail_order": "descending",
       "train_classes": config_dict.placeholder(tuple),
       "spherical_class_weights": (1.0, 2.0, 4.0, 8.0),
       "spherical_num_train": 2000,
@@ -122,6 +125,8 @@ def resolve_config(cfg) -> ml_collections.ConfigDict:
       raise errors.ConfigError(
           f"config.data.long_tail_ratio={out.long_tail_ratio!r} must be >= 1 "
           "(e.g. 1.5 for CIFAR-10-LT) or 0 to turn the long tail off")
+  errors.check_choice("data.long_tail_order", out.long_tail_order,
+                      ("descending", "ascending"))
   for field in ("train_per_class", "test_per_class"):
     if out[field] is not None:
       errors.check_positive(f"data.{field}", out[field])

@@ -139,8 +139,13 @@ def select_per_class(labels: np.ndarray, counts: Sequence[int], *, seed: int) ->
 
 
 def apply_train_subsets(train, *, num_classes: int, long_tail_ratio, long_tail_max,
-                        long_tail_seed: int, train_classes) -> tuple:
+                        long_tail_seed: int, train_classes,
+                        long_tail_order: str = "descending") -> tuple:
   """Applies the class filter, then the long tail, to the train split.
+
+  `long_tail_order` 'descending' gives class 0 the most examples (the reference);
+  'ascending' gives the same counts to the classes in reverse order (class C-1 the
+  most): the control that separates a class's frequency from its identity.
 
   Returns:
     (split, info): the (possibly subset) split and the settings for `Dataset.info`.
@@ -159,9 +164,11 @@ def apply_train_subsets(train, *, num_classes: int, long_tail_ratio, long_tail_m
     present = [n for n in class_counts(train.labels, num_classes) if n > 0]
     n_max = long_tail_max if long_tail_max is not None else min(present)
     counts = long_tail_counts(n_max, long_tail_ratio, num_classes)
+    if long_tail_order == "ascending":
+      counts = counts[::-1]
     if train_classes is not None:
       counts = [k if c in train_classes else 0 for c, k in enumerate(counts)]
     train = SubsetSplit(train, select_per_class(train.labels, counts, seed=long_tail_seed))
     info.update(long_tail_ratio=float(long_tail_ratio), long_tail_max=int(n_max),
-                long_tail_seed=int(long_tail_seed))
+                long_tail_seed=int(long_tail_seed), long_tail_order=long_tail_order)
   return train, info

@@ -129,7 +129,7 @@ def load_dataset(cfg=None) -> dataset_lib.Dataset:
   ds.train, subset_info = dataset_lib.apply_train_subsets(
       ds.train, num_classes=ds.num_classes, long_tail_ratio=cfg.long_tail_ratio,
       long_tail_max=cfg.long_tail_max, long_tail_seed=cfg.long_tail_seed,
-      train_classes=cfg.train_classes)
+      train_classes=cfg.train_classes, long_tail_order=cfg.long_tail_order)
   ds.info.update(subset_info)
   ds.info.update(
       name=ds.name, num_classes=ds.num_classes, input_shape=list(ds.input_shape),

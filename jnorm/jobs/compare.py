@@ -21,7 +21,10 @@ A comparison config (see `configs/compare_*.py`) holds:
 - `process_index`, `process_count`: how the (variant, seed) list is split across hosts
   (-1: `jax.process_index()` / `jax.process_count()`);
 - `aggregate_only`: train nothing, only tabulate the sub-runs that exist (the rest are
-  listed as missing).
+  listed as missing);
+- `frequency_swap`: 'arm,swapped_arm' (analysis sub-runs on long-tailed data whose class
+  counts are reversed between the two arms) adds the class-frequency effect with class
+  identity held fixed (`frequency_swap` in results.json; '' = none).
 
 Paired seeds: a variant only overrides fields of `base`, and a seed fixes the
 initialization (before any cut), the data order and the augmentations of a run, so seed
@@ -157,7 +160,7 @@ def run_dir(workdir: str, variant: str, seed: int) -> str:
 # trains its own run first) for claims about trained embeddings.
 SUB_JOBS = {"train": loop.train_and_evaluate, "analysis": analysis.analysis_job}
 ANALYSIS_METRICS = ("norm_bucket_spearman", "norm_bucket_spearman_loo", "novelty_auroc",
-                    "density_spearman", "knn_accuracy_test")
+                    "density_spearman", "class_norm_spearman", "knn_accuracy_test")
 
 
 def _process(config) -> tuple:
@@ -216,6 +219,18 @@ def _table_metrics(config, report_epochs) -> list:
   return metrics + ["embedding_norm_mean"]
 
 
+def frequency_swap(config, per_arm: dict) -> Optional[dict]:
+  """`tables.frequency_swap` for the arms named by `config.frequency_swap` (or None)."""
+  arms = parse_list(config.get("frequency_swap", ""))
+  if not arms:
+    return None
+  if len(arms) != 2 or any(a not in per_arm for a in arms):
+    raise errors.ConfigError(
+        f"config.frequency_swap={config.frequency_swap!r} must name two arms that ran "
+        f"({', '.join(per_arm)}), e.g. 'descending,ascending'")
+  return tables.frequency_swap(per_arm, arms)
+
+
 def write_report(config, workdir: str, runs: list) -> dict:
   """Tabulates the finished sub-runs of `runs`: results.json, comparison.md/.csv, figures."""
   per_arm, missing, failed = _collect(runs, workdir)
@@ -239,6 +254,13 @@ def write_report(config, workdir: str, runs: list) -> dict:
       f.write(f"\nMissing sub-runs (not run here, or not finished): {', '.join(missing)}\n")
     for run, error in failed.items():
       f.write(f"\nDiverged: {run}: {error}\n")
+    swap = frequency_swap(config, per_arm)
+    if swap:
+      e = {k: float("nan") if v is None else v for k, v in swap["effect"].items()}
+      f.write(f"\nClass frequency with class identity fixed ({' vs '.join(swap['arms'])}): "
+              f"a class's relative mean norm when frequent minus when rare, "
+              f"{e['mean']:+.4f} [{e['lo']:+.4f}, {e['hi']:+.4f}], n {e['n']:.0f}, "
+              f"p {e['p']:.2g}, mde {e['mde']:.4f}\n")
   with open(os.path.join(workdir, "comparison.csv"), "w") as f:
     f.write(tables.table_csv(summary))
   figures = compare_plots.plot_curves(curves, workdir, norm_key=config.norm_key,
@@ -249,7 +271,7 @@ def write_report(config, workdir: str, runs: list) -> dict:
              "seeds": parse_list(config.seeds, int), "report_epochs": report_epochs,
              "threshold": threshold, "summary": summary, "table_markdown": markdown,
              "curves": curves, "missing": missing, "failed": failed, "figures": figures,
-             **headline}
+             "frequency_swap": swap, **headline}
   jio.save_results(workdir, results)
   return headline
 
@@ -291,8 +313,8 @@ def compare_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_variants,
                       seeds, report_epochs, title: str, baseline: str = "",
                       threshold: float = 0.0, loss_threshold: float = 0.0,
-                      sub_job: str = "train", seed_field: str = "seed"
-                      ) -> ml_collections.ConfigDict:
+                      sub_job: str = "train", seed_field: str = "seed",
+                      frequency_swap_arms: str = "") -> ml_collections.ConfigDict:
   """A comparison config (module docstring) from its parts; configs/compare_*.py use it."""
   config = ml_collections.ConfigDict()
   config.job = "compare"
@@ -313,4 +335,5 @@ def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_va
   config.process_index = -1
   config.process_count = -1
   config.aggregate_only = False
+  config.frequency_swap = frequency_swap_arms
   return config

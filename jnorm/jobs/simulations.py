@@ -17,6 +17,7 @@ import tqdm
 
 from jnorm import errors
 from jnorm import io
+from jnorm import norms as norm_lib
 from jnorm import stats
 from jnorm.plots import simulations as plots
 from jnorm.data import synthetic
@@ -171,8 +172,8 @@ def _frequency_swap(config, seeds, weights, norms, epoch: int) -> dict:
   swapped_weights = list(reversed(weights))
   swapped, _ = _simulate(config, seeds, swapped_weights)
   a, b = norms[:, epoch], np.asarray(swapped)[:, epoch]  # [S, C]
-  sign = np.sign(np.asarray(weights) - np.asarray(swapped_weights))
-  effect = ((a - b) * sign).sum(axis=1) / np.maximum(np.abs(sign).sum(), 1)
+  effect = np.asarray([norm_lib.frequency_swap_effect(a_s, weights, b_s, swapped_weights)
+                       for a_s, b_s in zip(a, b)])
   return {"swapped_class_weights": swapped_weights,
           "swapped_class_norms_at_report_epoch": b.tolist(),
           "frequency_effect_per_seed": effect.tolist(),

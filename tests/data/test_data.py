@@ -47,6 +47,17 @@ def test_long_tail_digits_subsets_train_only_and_is_deterministic():
   np.testing.assert_array_equal(ds.train.get(np.arange(5)), full.train.get(ds.train.indices[:5]))
 
 
+def test_long_tail_ascending_reverses_the_counts_over_classes():
+  full = data.load_dataset({"name": "digits"})
+  n_max = min(full.info["class_counts"])
+  ds = data.load_dataset({"name": "digits", "long_tail_ratio": 1.5,
+                          "long_tail_order": "ascending"})
+  assert ds.info["class_counts"] == data.long_tail_counts(n_max, 1.5, 10)[::-1]
+  assert ds.info["long_tail_order"] == "ascending"
+  with pytest.raises(errors.ConfigError, match="long_tail_order"):
+    data.load_dataset({"name": "digits", "long_tail_ratio": 1.5, "long_tail_order": "up"})
+
+
 def test_long_tail_too_large_and_train_classes():
   with pytest.raises(errors.ConfigError, match="long_tail_max"):
     data.load_dataset({"name": "digits", "long_tail_ratio": 1.5, "long_tail_max": 10_000})

@@ -222,12 +222,14 @@ def test_unknown_baseline_is_a_config_error(tmp_path):
     compare.run_comparison(_comparison(baseline="lr_wd"), str(tmp_path), train_fn=_fake_train)
 
 
-_CONFIGS = [("compare_reference.py", a) for a in (None, "digits", "smoke")] + [
+_CONFIGS = [("compare_reference.py", a) for a in (None, "digits", "digits16", "smoke")] + [
     ("compare_weight_decay.py", a) for a in (None, "simsiam", "digits", "simsiam,digits",
                                             "smoke")] + [
     ("compare_attraction.py", a) for a in (None, "digits", "smoke")] + [
     ("compare_investigation.py", a) for a in ("lr_cut", "gradscale", "attraction",
-                                              "long_tail")]
+                                              "long_tail")] + [
+    ("compare_fmnist.py", a) for a in (None, "scale", "wd", "smoke")] + [
+    ("compare_fmnist_siamese.py", a) for a in ("simsiam", "byol", "simsiam,smoke")]
 
 
 @pytest.mark.parametrize("filename,arg", _CONFIGS)

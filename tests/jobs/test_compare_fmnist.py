@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from jnorm import jobs
@@ -46,3 +47,25 @@ def test_confidence_comparison_reports_the_analysis_numbers_per_seed(tmp_path):
     assert res["summary"]["simclr"][key]["mean"] == pytest.approx(sub[key]), key
   with open(os.path.join(workdir, "comparison.md")) as f:
     assert "novelty_auroc" in f.read()
+
+
+def test_long_tail_comparison_reverses_the_counts_and_reports_the_swap_effect(tmp_path):
+  config = jobs.load_config_file(_CONFIG, "long_tail_smoke")
+  assert config.frequency_swap == "descending,ascending"
+  workdir = str(tmp_path)
+  jobs.run_job(config, workdir)
+  res = _load(workdir)
+  desc, asc = (_load(os.path.join(workdir, arm, "seed0")) for arm in ("descending", "ascending"))
+  assert desc["class_norms"]["class_counts"] == asc["class_norms"]["class_counts"][::-1]
+  assert desc["class_norms"]["class_counts"][0] == 40  # train_per_class, the head
+  for arm, sub in (("descending", desc), ("ascending", asc)):
+    assert res["summary"][arm]["class_norm_spearman"]["mean"] == pytest.approx(
+        sub["class_norm_spearman"])
+  swap = res["frequency_swap"]
+  assert swap["arms"] == ["descending", "ascending"] and swap["seeds"] == [0]
+  a = np.array(desc["class_norms"]["mean_norm"], float)
+  b = np.array(asc["class_norms"]["mean_norm"], float)
+  a, b = a / a.mean(), b / b.mean()
+  sign = np.sign(np.array(desc["class_norms"]["class_counts"], float)
+                 - np.array(asc["class_norms"]["class_counts"], float))
+  assert swap["per_seed"][0] == pytest.approx(np.mean((a - b) * sign), rel=1e-9)
