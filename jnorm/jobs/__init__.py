@@ -7,6 +7,7 @@ the headline numbers that the driver prints.
   train                  jnorm.jobs.train        one training run
   analysis               jnorm.jobs.analysis     norms as confidence and novelty
   compare                jnorm.jobs.compare      arms x paired seeds, with intervals
+  geometry               jnorm.jobs.geometry     where trained runs' norms come from
   sim_*                  jnorm.jobs.simulations  the paper's toy simulations
 """
 
@@ -20,6 +21,7 @@ import ml_collections
 from jnorm import errors
 from jnorm.jobs import analysis
 from jnorm.jobs import compare
+from jnorm.jobs import geometry
 from jnorm.jobs import simulations
 from jnorm.jobs import train
 
@@ -29,6 +31,7 @@ JOBS = {
     "train": train.train_job,
     "analysis": analysis.analysis_job,
     "compare": compare.compare_job,
+    "geometry": geometry.geometry_job,
     "sim_norm_convergence": simulations.norm_convergence_job,
     "sim_angle_convergence": simulations.angle_convergence_job,
     "sim_gradscale": simulations.gradscale_job,

@@ -115,3 +115,26 @@ def plot_trajectories(trajectories: Mapping[str, Tuple[np.ndarray, np.ndarray]],
   if title:
     ax.set_title(title)
   return fig
+
+
+def plot_geometry(summary: Mapping, *, heads: Sequence[str]):
+  """The geometry job's figure: per head, the mean norm, the centroid norm and the
+  centred spread (left axis) and the participation ratio (right axis) against the
+  training step, mean over runs with 95% interval bars."""
+  steps = sorted(int(s) for s in summary)
+  fig, axes = new_figure(1, len(heads), figsize=(5 * len(heads), 3.6), squeeze=False)
+  for ax, head in zip(axes[0], heads):
+    for key, style in (("mean_norm", "o-"), ("centroid_norm", "s--"), ("centred_rms", "^-")):
+      cells = [summary[str(s)][f"{head}/{key}"] for s in steps]
+      mean = np.array([c["mean"] for c in cells], float)
+      err = np.array([[c["mean"] - c["lo"], c["hi"] - c["mean"]] for c in cells], float).T
+      ax.errorbar(steps, mean, yerr=np.nan_to_num(err), fmt=style, capsize=3, label=key)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("norm")
+    ax.set_title(head)
+    twin = ax.twinx()
+    pr = [summary[str(s)][f"{head}/participation_ratio"]["mean"] for s in steps]
+    twin.plot(steps, pr, "k:", label="participation ratio")
+    twin.set_ylabel("participation ratio")
+    ax.legend(loc="upper left", fontsize=8)
+  return fig
