@@ -9,8 +9,9 @@ Config (configs/geometry.py):
 For each run, at initialisation (the run's seed, before any cut: its step 0) and at every
 checkpoint, with the BatchNorm statistics the run's evaluations use: the test split's
 `geometry.norm_decomposition` per head and the Frobenius norm of every projector kernel.
-Then, per step present in every run, the mean and 95% t interval over the runs.
-Writes results.json (`per_run`, `summary`) and geometry.png.
+Then, per step present in every run, the mean and 95% t interval over the runs, and
+each quantity's change between consecutive steps, paired over runs (interval, p, mde).
+Writes results.json (`per_run`, `summary`, `changes`) and geometry.png.
 """
 
 import json
@@ -81,9 +82,13 @@ def geometry_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
   keys = sorted(per_run[dirs[0]][steps[0]]) if steps else []
   summary = {str(s): {k: stats.mean_interval([per_run[d][s][k] for d in dirs]) for k in keys}
              for s in steps}
+  # Paired over runs: each quantity's change from one saved step to the next.
+  changes = {f"{a}->{b}": {k: stats.paired_difference([per_run[d][b][k] for d in dirs],
+                                                      [per_run[d][a][k] for d in dirs])
+                           for k in keys} for a, b in zip(steps, steps[1:])}
   fig = analysis_plots.plot_geometry(summary, heads=tuple(config.heads))
   figures.save_figure(fig, workdir, "geometry")
-  results = {"train_workdirs": dirs, "steps": steps, "summary": summary,
+  results = {"train_workdirs": dirs, "steps": steps, "summary": summary, "changes": changes,
              "per_run": {d: {str(s): r for s, r in runs.items()} for d, runs in per_run.items()}}
   io.save_results(workdir, results)
   last = str(steps[-1]) if steps else None

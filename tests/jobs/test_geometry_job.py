@@ -49,6 +49,10 @@ def test_geometry_of_every_checkpoint_matches_the_final_embeddings(trained, tmp_
     cell = res["summary"][str(steps[-1])][f"projector/{key}"]
     assert cell["mean"] == pytest.approx(last[f"projector/{key}"]) and cell["n"] == 2
   assert res["per_run"][trained]["0"]["kernel/projector/dense1"] > 0
+  change = res["changes"][f"{steps[-2] if len(steps) > 1 else 0}->{steps[-1]}"]
+  before = res["per_run"][trained][str(steps[-2] if len(steps) > 1 else 0)]
+  assert change["projector/mean_norm"]["mean"] == pytest.approx(
+      last["projector/mean_norm"] - before["projector/mean_norm"])
 
 
 def test_bad_workdir_and_head_are_config_errors(trained, tmp_path):
