@@ -237,6 +237,18 @@ def fmnist_simclr() -> ml_collections.ConfigDict:
   return config
 
 
+def fmnist_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A Fashion-MNIST base made CI-sized: 2 steps of 64 on 13 train / 5 test images per
+  class, kNN only at the end, a checkpoint every step. Returns `config`."""
+  config.num_epochs = 2 / 39
+  config.data.train_per_class = 13
+  config.data.test_per_class = 5
+  config.batch_size = 64
+  config.eval.every_epochs = 0
+  config.checkpoint_every_steps = 1
+  return config
+
+
 def fmnist_siamese(method: str) -> ml_collections.ConfigDict:
   """SimSiam or BYOL on Fashion-MNIST at 16 px (configs/compare_fmnist_siamese.py's
   base): `fmnist_simclr()` with the non-contrastive heads at this scale (projector

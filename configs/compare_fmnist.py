@@ -152,12 +152,7 @@ def get_config(arg=None):
     return _long_tail(smoke=scale == "long_tail_smoke")
   elif scale == "smoke":
     arms, seeds = ["default", "cut3_all"], (0,)
-    base.num_epochs = 2 / 39
-    base.data.train_per_class = 13
-    base.data.test_per_class = 5
-    base.batch_size = 64
-    base.eval.every_epochs = 0
-    base.checkpoint_every_steps = 1
+    common.fmnist_smoke(base)
   return compare.comparison_config(
       base=base, variants=variants, run_variants=arms, seeds=seeds,
       report_epochs=(1, 2, 4, 8), threshold=0.74, loss_threshold=loss_threshold,

@@ -38,12 +38,7 @@ def get_config(arg=None):
   arms, seeds = list(ARMS), (0, 1, 2, 3, 4)
   if "smoke" in words:
     arms, seeds = ["default", "cut3_all"], (0,)
-    base.num_epochs = 2 / 39
-    base.data.train_per_class = 13
-    base.data.test_per_class = 5
-    base.batch_size = 64
-    base.eval.every_epochs = 0
-    base.checkpoint_every_steps = 1
+    common.fmnist_smoke(base)
   return compare.comparison_config(
       base=base, variants=ARMS, run_variants=arms, seeds=seeds,
       report_epochs=(1, 2, 4, 8), threshold=0.74, baseline="default",
