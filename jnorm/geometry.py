@@ -10,6 +10,7 @@ on inputs spread over more directions than on inputs along its top singular vect
 `jnorm.jobs.geometry` follows these through a run's checkpoints.
 """
 
+from flax import traverse_util
 import numpy as np
 
 
@@ -31,14 +32,6 @@ def norm_decomposition(embeddings) -> dict:
 def kernel_norms(params: dict) -> dict:
   """{'<module>/<layer>': Frobenius norm of its 'kernel'} for every Dense/Conv kernel
   in a (nested) Flax parameter dict."""
-  out = {}
-
-  def walk(tree, prefix):
-    for key, value in tree.items():
-      name = f"{prefix}/{key}" if prefix else str(key)
-      if isinstance(value, dict) or hasattr(value, "items"):
-        walk(value, name)
-      elif key == "kernel":
-        out[prefix] = float(np.linalg.norm(np.asarray(value)))
-  walk(params, "")
-  return out
+  flat = traverse_util.flatten_dict(params, sep="/")
+  return {path[:-len("/kernel")]: float(np.linalg.norm(np.asarray(value)))
+          for path, value in flat.items() if path.endswith("/kernel")}
