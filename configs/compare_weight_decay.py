@@ -15,8 +15,8 @@ paper: smaller norms converge faster, up to the point where decay hurts).
 `:digits` (SimCLR, configs/default.py at 8 px, 8 epochs, 2 seeds: 10 sub-runs of 80
 steps; not timed here, see configs/compare_reference.py for the per-run cost) adds
 `wd1e-3`, because over 8 short epochs 1e-4 barely moves the norm; `:simsiam,digits` uses
-`configs/simsiam.py:digits` (at 8 px, 8 epochs). `:smoke`: 2 variants, a few steps
-(configs/default.py:smoke).
+`configs/simsiam.py:digits` (at 8 px, 8 epochs). `:smoke`: the sweep's first 2 strengths, a few steps (configs/default.py:smoke;
+`:simsiam,smoke`: configs/simsiam.py:smoke on digits).
 Produces in <workdir> (the compare job, jnorm/jobs/compare.py): one training run per
 variant and seed in <variant>/seed<k>, results.json (per-arm kNN accuracy at
 `report_epochs` and embedding norms: mean, 95% interval, paired differences to the
@@ -42,12 +42,15 @@ def get_config(arg=None):
   method = common.pick_one(words, ("simclr", "simsiam"), default="simclr", config_file=__file__)
   scale = common.pick_one(words, ("digits", "smoke"), default="cifar10", config_file=__file__)
   sweep = dict(SWEEPS[method])
-  if scale == "smoke":
-    base = common.digits_simclr(smoke=True)
+  if scale == "smoke":  # the method's first two strengths, a few steps
+    if method == "simclr":
+      base = common.digits_simclr(smoke=True)
+    else:
+      base = common.reference_smoke(common.simsiam("digits"))
     base.progress_bar = False
     return compare.comparison_config(
-        base=base, variants=_variants(sweep), run_variants=("wd0", "wd1e-4"), seeds=(0,),
-        report_epochs=(0, base.num_epochs), title="smoke weight-decay sweep")
+        base=base, variants=_variants(sweep), run_variants=list(sweep)[:2], seeds=(0,),
+        report_epochs=(0, base.num_epochs), title=f"smoke {method} weight-decay sweep")
   if scale == "digits":
     if method == "simclr":
       base = common.digits_simclr()

@@ -224,11 +224,11 @@ def test_unknown_baseline_is_a_config_error(tmp_path):
 
 _CONFIGS = [("compare_reference.py", a) for a in (None, "digits", "digits16", "smoke")] + [
     ("compare_weight_decay.py", a) for a in (None, "simsiam", "digits", "simsiam,digits",
-                                            "smoke")] + [
+                                            "smoke", "simsiam,smoke")] + [
     ("compare_attraction.py", a) for a in (None, "digits", "smoke")] + [
     ("compare_investigation.py", a) for a in ("lr_cut", "gradscale", "attraction",
                                               "long_tail")] + [
-    ("compare_fmnist.py", a) for a in (None, "scale", "wd", "smoke")] + [
+    ("compare_fmnist.py", a) for a in (None, "scale", "wd", "recipe", "smoke")] + [
     ("compare_fmnist_siamese.py", a) for a in ("simsiam", "byol", "simsiam,smoke")]
 
 
@@ -241,3 +241,12 @@ def test_every_variant_of_every_comparison_config_is_a_valid_training_config(fil
   assert len(runs) == len(config.variants) * len(compare.parse_list(config.seeds))
   for _, _, run in runs:
     train_config.validate(run)
+
+
+@pytest.mark.parametrize("filename,arg", _CONFIGS)
+def test_the_default_selection_of_every_comparison_config_names_its_own_variants(filename,
+                                                                                  arg):
+  config = jobs.load_config_file(os.path.join(_ROOT, "configs", filename), arg)
+  selected = compare.parse_list(config.run_variants)
+  assert selected and set(selected) <= set(config.variants)
+  assert (config.baseline or selected[0]) in selected
