@@ -112,8 +112,9 @@ def digits_simclr(*, smoke: bool = False) -> ml_collections.ConfigDict:
     smoke: 6 steps at batch 32 (0.05 warm-up epochs), kNN only at the end.
   """
   config = _digits(simclr_base())
-  # At SmallResNet's widths XLA's native convolution beats the GEMM form on CPU
-  # (benchmarks/README.md); 'auto' would pick GEMM on CPU.
+  # At SmallResNet's widths the native convolution beats the GEMM form on CPU with
+  # either of XLA:CPU's kernel sets (benchmarks/README.md), so it is fixed here
+  # rather than left to 'auto' (which picks GEMM when convolutions go to YNNPACK).
   config.model.conv_impl = "xla"
   config.eval.every_epochs = 4
   config.checkpoint_every_steps = 100

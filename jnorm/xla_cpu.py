@@ -18,7 +18,9 @@ when it creates the CPU client, at the first computation, so importing jnorm aft
 
 import os
 
-YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=reduce"
+YNN_FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
+
+YNN_FLAG = f"--{YNN_FLAG_NAME}=reduce"
 OPT_OUT = "JNORM_XLA_CPU_DEFAULTS"
 # jaxlib versions on which the flag exists and was measured (XLA aborts on unknown flags).
 MEASURED_JAXLIB = ("0.10.",)
@@ -26,11 +28,27 @@ MEASURED_JAXLIB = ("0.10.",)
 
 def cpu_flags(xla_flags: str, *, jaxlib_version: str, opt_out: str | None) -> str:
   """`xla_flags` with jnorm's CPU defaults appended where they apply (pure)."""
-  if opt_out == "0" or "xla_cpu_experimental_ynn_fusion_type" in xla_flags:
+  if opt_out == "0" or YNN_FLAG_NAME in xla_flags:
     return xla_flags
   if not jaxlib_version.startswith(MEASURED_JAXLIB):
     return xla_flags
   return f"{xla_flags} {YNN_FLAG}".strip()
+
+
+def eigen_convolutions(xla_flags: str) -> bool:
+  """True when `xla_flags` keep XLA:CPU's convolutions out of YNNPACK (on Eigen).
+
+  That is the case under jnorm's default flag (`=reduce`) or any user setting of the
+  YNNPACK fusion types that names no convolution; without the flag XLA:CPU (jaxlib
+  0.10) sends convolutions to YNNPACK. `jnorm.models.conv.use_gemm('auto')` reads it:
+  on Eigen the native convolution beats the GEMM form even on ResNet-18
+  (benchmarks/README.md), on YNNPACK it does not.
+  """
+  value = None
+  for flag in xla_flags.split():
+    if flag.lstrip("-").startswith(YNN_FLAG_NAME + "="):
+      value = flag.split("=", 1)[1]  # the last setting wins, as in XLA's parser
+  return value is not None and "convolution" not in value
 
 
 def apply_cpu_defaults() -> str:

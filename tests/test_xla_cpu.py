@@ -25,6 +25,14 @@ def test_opt_out_and_unmeasured_jaxlib_leave_flags_alone():
   assert xla_cpu.cpu_flags("--a=1", jaxlib_version="0.9.0", opt_out=None) == "--a=1"
 
 
+def test_eigen_convolutions_reads_the_last_ynn_setting():
+  assert xla_cpu.eigen_convolutions(xla_cpu.YNN_FLAG)
+  assert xla_cpu.eigen_convolutions("--a=1 --xla_cpu_experimental_ynn_fusion_type=")
+  assert not xla_cpu.eigen_convolutions("")  # XLA's default sends convolutions to YNNPACK
+  assert not xla_cpu.eigen_convolutions(
+      f"{xla_cpu.YNN_FLAG} --xla_cpu_experimental_ynn_fusion_type=individual_convolution")
+
+
 def _flags_after_import(env: dict) -> str:
   code = "import os, jnorm; print(os.environ.get('XLA_FLAGS', ''))"
   proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

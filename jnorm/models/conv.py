@@ -12,12 +12,16 @@ matrix products plus copies, which XLA:CPU runs at GEMM speed. The summation ord
 differs from the native convolution, so results agree to float32 rounding, not
 bit for bit (tested in tests/test_models.py).
 
-`Conv(implementation='auto')` uses the GEMM on CPU only and keeps the native
-convolution on GPU/TPU, where it is fast (decided from `jax.default_backend()` when
-the function is traced).
+`Conv(implementation='auto')` keeps the native convolution on GPU/TPU, where it is
+fast, and on CPU when XLA runs it with Eigen's kernels (jnorm's default XLA:CPU flag,
+`jnorm.xla_cpu`: then the native convolution is the faster one, 0.88x torch against
+the GEMM's 0.53x on a ResNet-18 step, benchmarks/README.md); it uses the GEMM on CPU
+only when the convolutions go to YNNPACK (XLA's default without that flag). Decided
+from `jax.default_backend()` and `XLA_FLAGS` when the function is traced.
 """
 
 import functools
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jnorm import xla_cpu
 from jnorm.errors import check_choice
 
 IMPLEMENTATIONS = ("auto", "xla", "gemm")
@@ -128,8 +133,9 @@ def use_gemm(implementation: str) -> bool:
   """True when `implementation` selects the GEMM path on the current backend."""
   check_choice("conv_impl", implementation, IMPLEMENTATIONS)
   if implementation == "auto":
-    # Only XLA:CPU has slow convolutions; GPU/TPU keep cuDNN / the MXU conv.
-    return jax.default_backend() == "cpu"
+    # GPU/TPU keep cuDNN / the MXU conv; on CPU only YNNPACK's convolutions are slow.
+    return (jax.default_backend() == "cpu"
+            and not xla_cpu.eigen_convolutions(os.environ.get("XLA_FLAGS", "")))
   return implementation == "gemm"
 
 
@@ -150,7 +156,7 @@ class Conv(nn.Module):
     param_dtype: parameter dtype.
     kernel_init, bias_init: as `nn.Conv`.
     implementation: 'xla' (lax.conv), 'gemm' (im2col + matmul) or 'auto'
-      (gemm on CPU, xla elsewhere).
+      (`use_gemm`: xla, except gemm on CPU when XLA sends convolutions to YNNPACK).
   """
   features: int
   kernel_size: int | Sequence[int]

@@ -223,9 +223,16 @@ def test_conv_module_is_a_drop_in_for_nn_conv():
                                atol=1e-5)
 
 
-def test_auto_uses_gemm_on_cpu_and_bad_name_is_a_config_error():
+def test_auto_uses_gemm_on_cpu_only_under_ynnpack_convolutions(monkeypatch):
   assert jax.default_backend() == "cpu"
-  assert conv_lib.use_gemm("auto") and conv_lib.use_gemm("gemm")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=reduce")
+  assert not conv_lib.use_gemm("auto")  # jnorm's default: Eigen convolutions
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  assert conv_lib.use_gemm("auto")  # XLA's default: YNNPACK convolutions
+
+
+def test_explicit_implementations_and_bad_name_is_a_config_error():
+  assert conv_lib.use_gemm("gemm")
   assert not conv_lib.use_gemm("xla")
   with pytest.raises(ConfigError, match="conv_impl"):
     conv_lib.use_gemm("winograd")
