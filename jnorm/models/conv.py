@@ -129,6 +129,26 @@ def conv_xla(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def fusion_barrier(y: jax.Array) -> jax.Array:
+  """`y` unchanged; on XLA:CPU, materialised where XLA would recompute it.
+
+  For each kernel gradient XLA:CPU copies the layer's input into a batch-minor layout.
+  When that input is a ReLU(BatchNorm(.)) output, XLA fuses the BatchNorm and ReLU into
+  the transposing copy and recomputes them there, in an order that reads memory at a
+  stride of the whole feature map: 4.4 ms for [128, 16, 16, 32] against 0.8 ms for the
+  transpose of the stored values (benchmarks/README.md). Passing `y` through a
+  conditional whose predicate is always true (it tests a value for being NaN or not)
+  stops that fusion: XLA cannot look inside the conditional, so the copy reads the
+  stored `y`. The result and its gradient are `y`'s, bit for bit; the branch that adds
+  1 never runs. A no-op off CPU, where the convolutions need no such copies.
+  """
+  if jax.default_backend() != "cpu":
+    return y
+  first = y.reshape(-1)[0]
+  always = jnp.isnan(first) | ~jnp.isnan(first)
+  return lax.cond(always, lambda a: a, lambda a: a + 1, y)
+
+
 def use_gemm(implementation: str) -> bool:
   """True when `implementation` selects the GEMM path on the current backend."""
   check_choice("conv_impl", implementation, IMPLEMENTATIONS)

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jnorm.models.conv import Conv
+from jnorm.models.conv import Conv, fusion_barrier
 
 # torch.nn.init.kaiming_normal_(mode='fan_out', nonlinearity='relu'): untruncated
 # normal, std = sqrt(2 / (Cout * kh * kw)).
@@ -42,7 +42,7 @@ class BasicBlock(nn.Module):
     # Explicit (1, 1) padding as torch's padding=1; 'SAME' would pad (0, 1) at stride 2.
     y = self.conv(self.filters, (3, 3), self.strides, padding=((1, 1), (1, 1)),
                   name="conv1")(x)
-    y = nn.relu(self.norm(name="bn1")(y))
+    y = fusion_barrier(nn.relu(self.norm(name="bn1")(y)))
     y = self.conv(self.filters, (3, 3), 1, padding=((1, 1), (1, 1)),
                   name="conv2")(y)
     last_scale = nn.initializers.zeros_init() if self.zero_init_residual else nn.initializers.ones_init()
@@ -51,7 +51,7 @@ class BasicBlock(nn.Module):
       residual = self.conv(self.filters, (1, 1), self.strides, padding="VALID",
                            name="shortcut_conv")(residual)
       residual = self.norm(name="shortcut_bn")(residual)
-    return nn.relu(y + residual.astype(y.dtype))
+    return fusion_barrier(nn.relu(y + residual.astype(y.dtype)))
 
 
 class BottleneckBlock(nn.Module):
@@ -67,10 +67,10 @@ class BottleneckBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     residual = x
     y = self.conv(self.filters, (1, 1), 1, padding="VALID", name="conv1")(x)
-    y = nn.relu(self.norm(name="bn1")(y))
+    y = fusion_barrier(nn.relu(self.norm(name="bn1")(y)))
     y = self.conv(self.filters, (3, 3), self.strides, padding=((1, 1), (1, 1)),
                   name="conv2")(y)
-    y = nn.relu(self.norm(name="bn2")(y))
+    y = fusion_barrier(nn.relu(self.norm(name="bn2")(y)))
     y = self.conv(self.filters * self.expansion, (1, 1), 1, padding="VALID",
                   name="conv3")(y)
     last_scale = nn.initializers.zeros_init() if self.zero_init_residual else nn.initializers.ones_init()
@@ -79,7 +79,7 @@ class BottleneckBlock(nn.Module):
       residual = self.conv(self.filters * self.expansion, (1, 1), self.strides,
                            padding="VALID", name="shortcut_conv")(residual)
       residual = self.norm(name="shortcut_bn")(residual)
-    return nn.relu(y + residual.astype(y.dtype))
+    return fusion_barrier(nn.relu(y + residual.astype(y.dtype)))
 
 
 class ResNet(nn.Module):
@@ -130,7 +130,7 @@ class ResNet(nn.Module):
     else:
       x = conv(self.num_filters, (7, 7), 2, padding=((3, 3), (3, 3)),
                name="stem_conv")(x)
-    x = nn.relu(norm(name="stem_bn")(x))
+    x = fusion_barrier(nn.relu(norm(name="stem_bn")(x)))
     if self.stem == "imagenet":
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):

@@ -362,3 +362,26 @@ def test_mlp_backbone_shapes_and_errors():
   cfg.mlp_features = (32, 0)
   with pytest.raises(ConfigError, match="mlp_features"):
     models.build_ssl_net(cfg)
+
+
+def test_fusion_barrier_is_the_identity_and_survives_xla_optimisation():
+  """Bit-identical values and gradients, and XLA:CPU keeps the conditional (if a future
+  XLA folds the always-true predicate, the barrier no longer stops the fusion)."""
+  x = jax.random.normal(jax.random.key(0), (4, 6, 6, 3))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
+
+  def loss(kernel, x, barrier):
+    y = jax.nn.relu(x)
+    y = conv_lib.fusion_barrier(y) if barrier else y
+    return jnp.sum(conv_lib.conv_xla(y, kernel, strides=(1, 1),
+                                     padding=((1, 1), (1, 1))) ** 2)
+
+  grads = [jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(kernel, x, b)
+           for b in (False, True)]
+  for plain, barred in zip(*grads):
+    np.testing.assert_array_equal(plain, barred)
+  np.testing.assert_array_equal(conv_lib.fusion_barrier(x), x)
+  nan = x.at[0, 0, 0, 0].set(jnp.nan)  # the predicate is true for NaN too
+  np.testing.assert_array_equal(conv_lib.fusion_barrier(nan), nan)
+  hlo = jax.jit(jax.grad(loss), static_argnums=2).lower(kernel, x, True).compile().as_text()
+  assert "conditional(" in hlo
