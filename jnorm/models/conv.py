@@ -1,8 +1,9 @@
-"""A drop-in `nn.Conv` whose CPU path is a GEMM (exact, faster on XLA:CPU).
+"""Convolutions for the ResNets: a drop-in `nn.Conv` with a GEMM form, and a CPU
+fusion barrier.
 
-XLA:CPU lowers `lax.conv_general_dilated` and, above all, its two transposes (the
-input- and kernel-gradients) to slow loops (benchmarks/README.md: a Flax ResNet-18 SimCLR step
-runs at 0.37x torch's speed). A KxK convolution is the same function as
+Under XLA:CPU's default kernels (jaxlib 0.10: YNNPACK convolutions) the native
+convolution's gradients are slow (benchmarks/README.md: a Flax ResNet-18 SimCLR step at
+0.43x torch). A KxK convolution is the same function as
 
   patches = concat_{i<kh, j<kw} x_pad[:, i::sh, j::sw, :]     # [B, Ho, Wo, kh*kw*Cin]
   y       = patches @ kernel.reshape(kh*kw*Cin, Cout)          # [B, Ho, Wo, Cout]
@@ -10,13 +11,13 @@ runs at 0.37x torch's speed). A KxK convolution is the same function as
 ("im2col" written as strided slices), so the forward pass and both gradients become
 matrix products plus copies, which XLA:CPU runs at GEMM speed. The summation order
 differs from the native convolution, so results agree to float32 rounding, not
-bit for bit (tested in tests/test_models.py).
+bit for bit (tested in tests/models/test_models.py).
 
 `Conv(implementation='auto')` keeps the native convolution on GPU/TPU, where it is
 fast, and on CPU when XLA runs it with Eigen's kernels (jnorm's default XLA:CPU flag,
 `jnorm.xla_cpu`: then the native convolution is the faster one, 0.88x torch against
-the GEMM's 0.53x on a ResNet-18 step, benchmarks/README.md); it uses the GEMM on CPU
-only when the convolutions go to YNNPACK (XLA's default without that flag). Decided
+the GEMM's 0.53x on a ResNet-18 step, 1.04x with `fusion_barrier`); it uses the GEMM on
+CPU only when the convolutions go to YNNPACK (XLA's default without that flag). Decided
 from `jax.default_backend()` and `XLA_FLAGS` when the function is traced.
 """
 
