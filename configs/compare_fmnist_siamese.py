@@ -15,7 +15,9 @@ averaged; 0 = collapsed, ~1/sqrt(128) = 0.088 when spread).
 
 Arms: `default`; `cut3_all`, `cut9_all` (every initial parameter / 3 or / 9, BN affine
 included, as the reference); `gradscale1` (GradScale p 1 at the same rate). Seeds 0-4,
-paired. The baseline is `default`. `lr0p15` (the default at 3x its rate, 0.15) tests
+paired. The baseline is `default`; `epochs_to_baseline_final` is the epoch at which a
+run first reaches the final kNN accuracy of the default run with the same seed (the
+norm-aware recipe's measure: how many epochs an arm needs for the default's result). `lr0p15` (the default at 3x its rate, 0.15) tests
 whether a larger step alone gives what cut and GradScale give; run it with
 `--config.run_variants=default,lr0p15` (the SimSiam grid's `default` runs are reused).
 """
@@ -47,4 +49,5 @@ def get_config(arg=None):
   return compare.comparison_config(
       base=base, variants=ARMS, run_variants=arms, seeds=seeds,
       report_epochs=(1, 2, 4, 8), threshold=0.74, baseline="default",
+      to_baseline_final=True,
       title=f"{method} Fashion-MNIST 16 px: cut-initialization and GradScale")

@@ -8,6 +8,10 @@ Per-run scalar metrics (`run_metrics`):
   knn@<e>              kNN accuracy after epoch e (e in `report_epochs`)
   knn_auc              mean kNN accuracy over the evaluated epochs (area / span)
   epochs_to_<t>        first epoch the kNN curve reaches t (interpolated; missing if never)
+  epochs_to_baseline_final  (`compare_arms(to_baseline_final=True)`) first epoch the
+                       kNN curve reaches the baseline arm's final kNN accuracy of the
+                       same seed (interpolated; missing if never): "how many epochs to
+                       the default's result"
   steps_to_loss_<l>    first logged step at which the training loss is <= l (from the
                        run's 'loss_curve' [(step, loss)], when present)
   knn_accuracy         final kNN accuracy
@@ -63,18 +67,45 @@ def loss_threshold_key(loss: float) -> str:
   return f"steps_to_loss_{loss:g}"
 
 
+BASELINE_FINAL_KEY = "epochs_to_baseline_final"
+
+
+def _knn_curve(results: dict) -> tuple:
+  """(epochs, kNN accuracies) of a run's curve, epoch 0 included when measured."""
+  knn = curve_metrics(results).get("knn_accuracy", {})
+  epochs = sorted(knn)
+  return epochs, [knn[e] for e in epochs]
+
+
+def epochs_to_baseline_final(per_arm: dict, *, baseline: str) -> dict:
+  """{arm: {seed: first epoch at which the arm's kNN reaches the baseline's final kNN of
+  the same seed}} (None where it never does, or the baseline's seed has no curve)."""
+  finals = {}
+  for seed, results in per_arm.get(baseline, {}).items():
+    _, values = _knn_curve(results)
+    finals[seed] = values[-1] if values else None
+  out = {}
+  for arm, runs in per_arm.items():
+    out[arm] = {}
+    for seed, results in runs.items():
+      epochs, values = _knn_curve(results)
+      target = finals.get(seed)
+      out[arm][seed] = (None if target is None
+                        else stats.epochs_to_threshold(epochs, values, target))
+  return out
+
+
 def run_metrics(results: dict, *, report_epochs: Sequence[float] = (),
                 threshold: Optional[float] = None,
                 loss_threshold: Optional[float] = None) -> dict:
   """The scalar metrics of one run (module docstring); missing ones are None."""
   curves = curve_metrics(results)
   knn = curves.get("knn_accuracy", {})
-  epochs = sorted(knn)
+  epochs, values = _knn_curve(results)
   out = {f"knn@{epoch_label(e)}": knn.get(epoch_key(e)) for e in report_epochs}
-  out["knn_auc"] = stats.curve_auc(epochs, [knn[e] for e in epochs])
+  out["knn_auc"] = stats.curve_auc(epochs, values)
   if threshold is not None:
-    out[threshold_key(threshold)] = stats.epochs_to_threshold(
-        epochs, [knn[e] for e in epochs], threshold)
+    out[threshold_key(threshold)] = stats.epochs_to_threshold(epochs, values, threshold)
   if loss_threshold is not None:
     steps = [s for s, loss in results.get("loss_curve", []) if loss <= loss_threshold]
     out[loss_threshold_key(loss_threshold)] = float(steps[0]) if steps else None
@@ -91,18 +122,23 @@ def run_metrics(results: dict, *, report_epochs: Sequence[float] = (),
 
 def compare_arms(per_arm: dict, *, baseline: str, report_epochs: Sequence[float] = (),
                  threshold: Optional[float] = None, loss_threshold: Optional[float] = None,
-                 confidence: float = 0.95) -> dict:
+                 to_baseline_final: bool = False, confidence: float = 0.95) -> dict:
   """{arm: {metric: mean_interval (+ 'diff': paired difference to `baseline`)}}.
 
   Args:
     per_arm: {arm: {seed: results dict}}, arms in table order.
     baseline: the arm every other arm is differenced against, seed by seed.
     report_epochs, threshold, loss_threshold: see `run_metrics`.
+    to_baseline_final: add BASELINE_FINAL_KEY (`epochs_to_baseline_final`).
     confidence: of every interval.
   """
   per_run = {arm: {seed: run_metrics(r, report_epochs=report_epochs, threshold=threshold,
                                      loss_threshold=loss_threshold)
                    for seed, r in runs.items()} for arm, runs in per_arm.items()}
+  if to_baseline_final:
+    for arm, runs in epochs_to_baseline_final(per_arm, baseline=baseline).items():
+      for seed, value in runs.items():
+        per_run[arm][seed][BASELINE_FINAL_KEY] = value
   base = per_run.get(baseline, {})
   out = {}
   for arm, runs in per_run.items():

@@ -53,6 +53,24 @@ def test_run_metrics_by_hand():
   assert tables.run_metrics(BASE[0], threshold=0.9)["epochs_to_0.9"] is None
 
 
+def test_epochs_to_baseline_final_by_hand():
+  """Seed 0: the default ends at 0.70; cut reaches it between epochs 2 (0.60) and 4
+  (0.75), at 2 + 2 * 0.10 / 0.15."""
+  per_arm = {"default": BASE, "cut3": CUT}
+  out = tables.epochs_to_baseline_final(per_arm, baseline="default")
+  assert out["cut3"][0] == pytest.approx(2 + 2 * (0.70 - 0.60) / (0.75 - 0.60))
+  assert out["cut3"][1] == pytest.approx(2 + 2 * (0.66 - 0.58) / (0.74 - 0.58))
+  assert out["default"][0] == pytest.approx(4.0)  # the baseline reaches its own final
+  slow = {0: _results([0.30, 0.40, 0.50])}  # never reaches 0.70
+  assert tables.epochs_to_baseline_final({"default": BASE, "slow": slow},
+                                         baseline="default")["slow"][0] is None
+  summary = tables.compare_arms(per_arm, baseline="default", to_baseline_final=True)
+  diff = summary["cut3"][tables.BASELINE_FINAL_KEY]["diff"]
+  assert diff["n"] == 3 and diff["mean"] < 0  # cut reaches the default's result sooner
+  assert tables.BASELINE_FINAL_KEY not in tables.compare_arms(per_arm, baseline="default")[
+      "cut3"]
+
+
 def test_compare_arms_means_and_paired_differences_per_seed():
   summary = tables.compare_arms({"default": BASE, "cut3": CUT}, baseline="default",
                                 report_epochs=(1, 2), threshold=0.5)

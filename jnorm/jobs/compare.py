@@ -15,6 +15,8 @@ A comparison config (see `configs/compare_*.py`) holds:
 - `baseline`: the arm every other arm is compared with, seed by seed ('' = the first);
 - `threshold`: a kNN accuracy whose first crossing epoch is a metric (0 = none);
 - `loss_threshold`: a training loss whose first crossing step is a metric (0 = none);
+- `to_baseline_final`: add the epochs at which each run first reaches the baseline
+  arm's final kNN accuracy of the same seed (`epochs_to_baseline_final`);
 - `sub_job`: 'train' (each sub-run trains `base`) or 'analysis' (`base` is an analysis
   config whose embedded `train` config is trained and analysed; set `seed_field` to
   'train.seed'); the table then reports the analysis's headline numbers;
@@ -214,6 +216,8 @@ def _table_metrics(config, report_epochs) -> list:
     metrics.append(tables.threshold_key(config.threshold))
   if config.loss_threshold > 0:
     metrics.append(tables.loss_threshold_key(config.loss_threshold))
+  if config.get("to_baseline_final", False):
+    metrics.append(tables.BASELINE_FINAL_KEY)
   if config.base.eval.linear_probe:
     metrics.append("linear_probe_accuracy")
   return metrics + ["embedding_norm_mean"]
@@ -241,7 +245,8 @@ def write_report(config, workdir: str, runs: list) -> dict:
   threshold = config.threshold if config.threshold > 0 else None
   summary = tables.compare_arms(
       per_arm, baseline=baseline, report_epochs=report_epochs, threshold=threshold,
-      loss_threshold=config.loss_threshold if config.loss_threshold > 0 else None)
+      loss_threshold=config.loss_threshold if config.loss_threshold > 0 else None,
+      to_baseline_final=config.get("to_baseline_final", False))
   curves = {n: tables.aggregate_curves(list(per_arm[n].values())) for n in names}
   metrics = _table_metrics(config, report_epochs)
   markdown = tables.table_markdown(summary, metrics=metrics, baseline=baseline)
@@ -314,7 +319,8 @@ def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_va
                       seeds, report_epochs, title: str, baseline: str = "",
                       threshold: float = 0.0, loss_threshold: float = 0.0,
                       sub_job: str = "train", seed_field: str = "seed",
-                      frequency_swap_arms: str = "") -> ml_collections.ConfigDict:
+                      frequency_swap_arms: str = "",
+                      to_baseline_final: bool = False) -> ml_collections.ConfigDict:
   """A comparison config (module docstring) from its parts; configs/compare_*.py use it."""
   config = ml_collections.ConfigDict()
   config.job = "compare"
@@ -336,4 +342,5 @@ def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_va
   config.process_count = -1
   config.aggregate_only = False
   config.frequency_swap = frequency_swap_arms
+  config.to_baseline_final = to_baseline_final
   return config
