@@ -16,7 +16,7 @@ bit for bit (tested in tests/models/test_models.py).
 `Conv(implementation='auto')` keeps the native convolution on GPU/TPU, where it is
 fast, and on CPU when XLA runs it with Eigen's kernels (jnorm's default XLA:CPU flag,
 `jnorm.xla_cpu`: then the native convolution is the faster one, 0.88x torch against
-the GEMM's 0.53x on a ResNet-18 step, 1.04x with `fusion_barrier`); it uses the GEMM on
+the GEMM's 0.53x on a ResNet-18 step, 0.93-1.04x with `fusion_barrier`); it uses the GEMM on
 CPU only when the convolutions go to YNNPACK (XLA's default without that flag). Decided
 from `jax.default_backend()` and `XLA_FLAGS` when the function is traced.
 """
