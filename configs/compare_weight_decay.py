@@ -15,8 +15,9 @@ paper: smaller norms converge faster, up to the point where decay hurts).
 `:digits` (SimCLR, configs/default.py at 8 px, 8 epochs, 2 seeds: 10 sub-runs of 80
 steps; not timed here, see configs/compare_reference.py for the per-run cost) adds
 `wd1e-3`, because over 8 short epochs 1e-4 barely moves the norm; `:simsiam,digits` uses
-`configs/simsiam.py:digits` (at 8 px, 8 epochs). `:smoke`: the sweep's first 2 strengths, a few steps (configs/default.py:smoke;
-`:simsiam,smoke`: configs/simsiam.py:smoke on digits).
+`configs/simsiam.py:digits` (at 8 px, 8 epochs). `:smoke`: the sweep's first 2
+strengths, a few steps (configs/default.py:smoke; `:simsiam,smoke`:
+configs/simsiam.py:smoke on digits).
 Produces in <workdir> (the compare job, jnorm/jobs/compare.py): one training run per
 variant and seed in <variant>/seed<k>, results.json (per-arm kNN accuracy at
 `report_epochs` and embedding norms: mean, 95% interval, paired differences to the

@@ -70,11 +70,15 @@ def loss_threshold_key(loss: float) -> str:
 BASELINE_FINAL_KEY = "epochs_to_baseline_final"
 
 
+def _points(curve: dict) -> tuple:
+  """(sorted epochs, values) of a {epoch: value} curve."""
+  epochs = sorted(curve)
+  return epochs, [curve[e] for e in epochs]
+
+
 def _knn_curve(results: dict) -> tuple:
   """(epochs, kNN accuracies) of a run's curve, epoch 0 included when measured."""
-  knn = curve_metrics(results).get("knn_accuracy", {})
-  epochs = sorted(knn)
-  return epochs, [knn[e] for e in epochs]
+  return _points(curve_metrics(results).get("knn_accuracy", {}))
 
 
 def epochs_to_baseline_final(per_arm: dict, *, baseline: str) -> dict:
@@ -101,7 +105,7 @@ def run_metrics(results: dict, *, report_epochs: Sequence[float] = (),
   """The scalar metrics of one run (module docstring); missing ones are None."""
   curves = curve_metrics(results)
   knn = curves.get("knn_accuracy", {})
-  epochs, values = _knn_curve(results)
+  epochs, values = _points(knn)
   out = {f"knn@{epoch_label(e)}": knn.get(epoch_key(e)) for e in report_epochs}
   out["knn_auc"] = stats.curve_auc(epochs, values)
   if threshold is not None:
