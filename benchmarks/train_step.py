@@ -64,6 +64,9 @@ def parse_args(argv=None):
   ap.add_argument("--xla-default", action="store_true",
                   help="keep XLA:CPU's default kernels (JNORM_XLA_CPU_DEFAULTS=0: no "
                        "jnorm.xla_cpu flag)")
+  ap.add_argument("--torch-malloc", action="store_true",
+                  help="run torch with jnorm's glibc malloc settings too (as environment "
+                       "variables, jnorm.xla_cpu.malloc_env), for a like-for-like allocator")
   ap.add_argument("--quick", action="store_true", help="batch 16, 2 steps, 1 round")
   args = ap.parse_args(argv)
   if args.quick:
@@ -143,7 +146,11 @@ def run_torch(args) -> dict | None:
          "--batch", str(args.batch),
          "--image", str(args.image), "--steps", str(args.steps),
          "--threads", str(args.threads)]
-  proc = subprocess.run(cmd, capture_output=True, text=True)
+  env = dict(os.environ)
+  if args.torch_malloc:
+    from jnorm import xla_cpu
+    env.update(xla_cpu.malloc_env())
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
   if proc.returncode != 0:
     print(f"torch baseline failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
     return None
@@ -193,7 +200,7 @@ def main(argv=None):
   result = {"arch": args.arch, "batch": args.batch, "image": args.image, "threads": args.threads,
             "cpu_count": os.cpu_count(), "xla_flags": xla_flags,
             "backend": jax.default_backend(), "rounds": args.rounds,
-            "steps_per_round": args.steps}
+            "steps_per_round": args.steps, "torch_malloc": args.torch_malloc}
   torch_pps = None
   if torch_times:
     med = statistics.median(torch_times)

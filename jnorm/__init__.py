@@ -10,3 +10,4 @@ __version__ = "0.1.0"
 from jnorm import xla_cpu as _xla_cpu
 
 _xla_cpu.apply_cpu_defaults()
+_xla_cpu.apply_malloc_defaults()

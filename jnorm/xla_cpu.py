@@ -14,14 +14,31 @@ never replacing a user's flags: it is skipped when `XLA_FLAGS` already names
 versions it was not measured on (an unknown flag aborts XLA). XLA reads `XLA_FLAGS`
 when it creates the CPU client, at the first computation, so importing jnorm after
 `import jax` still works; importing it after a computation has run has no effect.
+
+Memory: XLA:CPU allocates every step's temporaries and outputs with malloc and frees
+them after the step. glibc serves large blocks (above its mmap threshold, at most 32 MB
+by default, and any block bigger than a thread arena's 64 MB heap) with fresh `mmap`s
+and unmaps them on free, so each step faults its whole working set back in, page by
+page: 33,400 page faults (137 MB) per SmallResNet step at 16 px and batch 128, 231,000
+(950 MB) at 28 px and batch 256, and first-touch faults are expensive on this
+project's VMs (benchmarks/README.md). `apply_malloc_defaults` sets glibc's allocator
+(`mallopt`) to serve large blocks from the main heap and to keep freed memory for
+reuse: no page faults after the first steps, the same results. The cost: the process
+keeps its peak heap (resident memory stays at its high-water mark instead of shrinking
+between steps) and all threads share one malloc arena. glibc (Linux) only; opt out with
+`JNORM_MALLOC_DEFAULTS=0` (`JNORM_XLA_CPU_DEFAULTS=0` turns off both defaults). Threads
+that allocated memory before jnorm was imported keep their own arenas.
 """
 
+import ctypes
 import os
+import platform
 
 YNN_FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
 
 YNN_FLAG = f"--{YNN_FLAG_NAME}=reduce"
 OPT_OUT = "JNORM_XLA_CPU_DEFAULTS"
+MALLOC_OPT_OUT = "JNORM_MALLOC_DEFAULTS"
 # jaxlib versions on which the flag exists and was measured (XLA aborts on unknown flags).
 MEASURED_JAXLIB = ("0.10.",)
 
@@ -49,6 +66,44 @@ def eigen_convolutions(xla_flags: str) -> bool:
     if flag.lstrip("-").startswith(YNN_FLAG_NAME + "="):
       value = flag.split("=", 1)[1]  # the last setting wins, as in XLA's parser
   return value is not None and "convolution" not in value
+
+
+# glibc's mallopt parameters (<malloc.h>) and jnorm's values: one arena, so that large
+# blocks come from the growable main heap; mmap and trim thresholds at the largest C
+# int, so that freed blocks stay in the heap for reuse; 64 MiB of slack per heap growth.
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -2, -3, -8
+# glibc's environment variable for each setting -> (mallopt parameter, value).
+MALLOC_SETTINGS = {
+    "MALLOC_ARENA_MAX": (M_ARENA_MAX, 1),
+    "MALLOC_MMAP_THRESHOLD_": (M_MMAP_THRESHOLD, 2**31 - 1),
+    "MALLOC_TRIM_THRESHOLD_": (M_TRIM_THRESHOLD, 2**31 - 1),
+    "MALLOC_TOP_PAD_": (M_TOP_PAD, 64 << 20),
+}
+
+
+def malloc_env() -> dict[str, str]:
+  """The same settings as glibc environment variables, for a process that does not
+  import jnorm (benchmarks/train_step.py --torch-malloc gives them to torch)."""
+  return {name: str(value) for name, (_, value) in MALLOC_SETTINGS.items()}
+
+
+def apply_malloc_defaults() -> bool:
+  """Sets glibc's malloc to keep freed memory for reuse (see the module docstring).
+
+  Returns True when every setting was accepted; False when opted out, off glibc, or
+  when glibc refused one of them (the others stay applied: each changes only how
+  memory is recycled, never what is computed).
+  """
+  if "0" in (os.environ.get(OPT_OUT), os.environ.get(MALLOC_OPT_OUT)):
+    return False
+  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    return False
+  try:
+    mallopt = ctypes.CDLL(None).mallopt
+  except (OSError, AttributeError):
+    return False
+  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+  return all([mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS.values()])
 
 
 def apply_cpu_defaults() -> str:
