@@ -21,6 +21,10 @@ def test_quick_run_prints_step_and_loop_rates(tmp_path):
     assert entry["images_per_s"] > 0 and entry["seconds"] > 0
     assert any(line.startswith(name) for line in lines[:-1])  # printed figure
   assert result["step_only"]["ratio_to_step_only"] == 1.0
+  for name in ("loop_no_eval", "loop_eval"):  # the first call (trace + cache load) timed
+    entry = result[name]
+    assert entry["first_call_s"] > 0
+    assert entry["images_per_s_after_first_call"] > entry["images_per_s"]
   # The loop runs every step of 2 epochs; step-only times all but the first (compiling).
   steps = result["loop_no_eval"]["steps"]
   assert steps == result["loop_eval"]["steps"] == result["step_only"]["steps"] + 1
