@@ -15,8 +15,13 @@ setting; `--config digits` for configs/default.py), in one process:
    evaluations' share of the loop's time.
 
 Compilation is kept out of every figure by a persistent compilation cache in a
-temporary folder, filled by an untimed warm-up of each variant. An image is one view
-pair (the batch size counts pairs). Prints one line per figure, then one JSON line.
+temporary folder, filled by an untimed warm-up of each variant. What the cache cannot
+remove is the loop's first call of its new jitted step (tracing, lowering, loading the
+executable: 1-1.4 s on 2 cores, once per run), which `step_only` leaves out by timing
+all but its first step: the loop figures are also given without it
+(`images_per_s_after_first_call`). The three measurements run in `--rounds`
+interleaved rounds (medians reported). An image is one view pair (the batch size
+counts pairs). Prints one line per round and per figure, then one JSON line.
 
     python benchmarks/loop.py                  # Fashion-MNIST base, 3 epochs, 3 rounds (Debian package)
     python benchmarks/loop.py --config digits --epochs 4
