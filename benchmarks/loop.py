@@ -19,9 +19,10 @@ temporary folder, filled by an untimed warm-up of each variant. What the cache c
 remove is the loop's first call of its new jitted step (tracing, lowering, loading the
 executable: 1-1.4 s on 2 cores, once per run), which `step_only` leaves out by timing
 all but its first step: the loop figures are also given without it
-(`images_per_s_after_first_call`). The three measurements run in `--rounds`
-interleaved rounds (medians reported). An image is one view pair (the batch size
-counts pairs). Prints one line per round and per figure, then one JSON line.
+(`images_per_s_after_first_call`, from the run's `first_step_seconds`). The three
+measurements run in `--rounds` interleaved rounds (medians reported). An image is one
+view pair (the batch size counts pairs). Prints one line per round and per figure,
+then one JSON line.
 
     python benchmarks/loop.py                  # Fashion-MNIST base, 3 epochs, 3 rounds (Debian package)
     python benchmarks/loop.py --config digits --epochs 4
@@ -29,7 +30,6 @@ counts pairs). Prints one line per round and per figure, then one JSON line.
 """
 
 import argparse
-import contextlib
 import copy
 import json
 import os
@@ -98,51 +98,20 @@ def step_only(config) -> dict:
           "images_per_s": steps * config.batch_size / seconds}
 
 
-@contextlib.contextmanager
-def first_call_timed(record: dict):
-  """Times the first call of every train step `build_run` makes while active.
-
-  That call traces the step and loads it from the compilation cache (1-1.3 s on 2
-  cores): a once-per-run cost inside the loop's `train_seconds`, which `step_only`
-  leaves out (it times all but the first step). Recorded as record['first_call_s'].
-  """
-  from jnorm.training import build
-  real = build.build_run
-
-  def build_run(*args, **kwargs):
-    run = real(*args, **kwargs)
-
-    def train_step(*step_args):
-      if "first_call_s" in record:
-        return run.train_step(*step_args)
-      t0 = time.perf_counter()
-      out = run.train_step(*step_args)
-      record["first_call_s"] = time.perf_counter() - t0
-      return out
-    return run._replace(train_step=train_step)
-
-  build.build_run = build_run
-  try:
-    yield record
-  finally:
-    build.build_run = real
-
-
 def loop(config, *, periodic_eval: bool) -> dict:
   from jnorm.training import loop as loop_lib
   config = copy.deepcopy(config)
   if not periodic_eval:
     config.eval.every_epochs = 0
     config.eval.powers_of_two = False
-  with tempfile.TemporaryDirectory(prefix="jnorm_loop_bench_") as workdir, \
-      first_call_timed({}) as first:
+  with tempfile.TemporaryDirectory(prefix="jnorm_loop_bench_") as workdir:
     results = loop_lib.train_and_evaluate(config, workdir)
   steps = results["steps"]
   seconds = results["train_seconds_per_step"] * steps
-  steady = seconds - first["first_call_s"]
+  steady = seconds - results["first_step_seconds"]
   return {"steps": steps, "seconds": seconds,
           "images_per_s": steps * config.batch_size / seconds,
-          "first_call_s": first["first_call_s"],
+          "first_call_s": results["first_step_seconds"],
           "images_per_s_after_first_call": steps * config.batch_size / steady}
 
 

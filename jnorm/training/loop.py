@@ -154,10 +154,12 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
     bar = tqdm.tqdm(total=run.total_steps, initial=start_step, disable=not (
         primary and config.progress_bar), unit="step", dynamic_ncols=True)
     tracker = guards.FiniteTracker(mesh, start_step + 1)
-    train_start, metrics = time.time(), saved_metrics
+    train_start, metrics, first_step_seconds = time.time(), saved_metrics, None
     try:
       for step in range(start_step, run.total_steps):
         state, device_metrics = run.train_step(state, ts.shard_batch(next(batches), mesh))
+        if first_step_seconds is None:  # trace + compile (or cache load) + dispatch
+          first_step_seconds = time.time() - train_start
         tracker.update(device_metrics)
         done = step + 1
         bar.update(1)
@@ -191,7 +193,7 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
       metrics = _logged_metrics(workdir, run.total_steps)
     train_f, test_f = evaluate_now(state_host, run.num_epochs)
     results = _results(config, run, ds, curve, metrics, start_step, train_seconds,
-                       time.time() - start_time)
+                       time.time() - start_time, first_step_seconds)
     if config.eval.linear_probe:
       results["linear_probe_accuracy"] = evaluation.linear_probe(train_f, test_f, ds, config.eval,
                                                        config.seed)
@@ -200,7 +202,8 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
     return results
 
 
-def _results(config, run, ds, curve, metrics, start_step, train_seconds, wall) -> dict:
+def _results(config, run, ds, curve, metrics, start_step, train_seconds, wall,
+             first_step_seconds) -> dict:
   steps_run = run.total_steps - start_step
   final = curve[-1]
   return {
@@ -214,6 +217,10 @@ def _results(config, run, ds, curve, metrics, start_step, train_seconds, wall) -
       "steps_per_epoch": run.steps_per_epoch,
       "resumed_from_step": start_step,
       "train_seconds_per_step": train_seconds / steps_run if steps_run else None,
+      # Until the first step call returned: tracing and compiling (or loading from
+      # the compilation cache) this run's step, a once-per-run cost inside
+      # train_seconds_per_step. None when no step ran.
+      "first_step_seconds": first_step_seconds,
       "wall_seconds": wall,
       "method": config.method,
       "num_devices": jax.device_count(),

@@ -23,7 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 TINY_CONFIG = os.path.join(HERE, "tiny_config.py")
 TOTAL_STEPS = 8  # tiny_config: 2 epochs of 4 steps
 # Fields that may differ between a resumed and an uninterrupted run.
-VOLATILE = ("train_seconds_per_step", "wall_seconds", "resumed_from_step")
+VOLATILE = ("train_seconds_per_step", "first_step_seconds", "wall_seconds",
+            "resumed_from_step")
 
 
 def tiny_args(workdir: str, *extra: str) -> list:

@@ -43,7 +43,8 @@ import paths_support as ps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-VOLATILE = ("train_seconds_per_step", "wall_seconds", "resumed_from_step")
+VOLATILE = ("train_seconds_per_step", "first_step_seconds", "wall_seconds",
+            "resumed_from_step")
 
 
 def _host(tree):
