@@ -118,6 +118,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       ckpt_lib.release_lock(lock)
 
 
+def _progress_bar(run, start_step: int, *, enabled: bool) -> tqdm.tqdm:
+  return tqdm.tqdm(total=run.total_steps, initial=start_step, disable=not enabled,
+                   unit="step", dynamic_ncols=True)
+
+
 def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> dict:
   start_time = time.time()
   with contextlib.ExitStack() as stack:  # closes the checkpointer and writer
@@ -151,15 +156,13 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
     state = ts.replicate(state_host, mesh)
     batches = data.train_batches(ds, batch_size=config.batch_size, seed=config.seed,
                                  start_step=start_step)
-    bar = tqdm.tqdm(total=run.total_steps, initial=start_step, disable=not (
-        primary and config.progress_bar), unit="step", dynamic_ncols=True)
+    bar = _progress_bar(run, start_step, enabled=primary and config.progress_bar)
     tracker = guards.FiniteTracker(mesh, start_step + 1)
     train_start, metrics, first_step_seconds = time.time(), saved_metrics, None
     try:
       for step in range(start_step, run.total_steps):
         state, device_metrics = run.train_step(state, ts.shard_batch(next(batches), mesh))
-        if first_step_seconds is None:  # trace + compile (or cache load) + dispatch
-          first_step_seconds = time.time() - train_start
+        first_step_seconds = first_step_seconds or time.time() - train_start
         tracker.update(device_metrics)
         done = step + 1
         bar.update(1)
