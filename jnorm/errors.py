@@ -28,6 +28,10 @@ class CheckpointError(JnormError, RuntimeError):
   another live run."""
 
 
+class WorkerError(JnormError, RuntimeError):
+  """A worker process of a comparison (`config.workers`) stopped on an error."""
+
+
 def check_choice(field: str, value, choices) -> None:
   """Raises `ConfigError` unless `value` is one of `choices`."""
   if value not in choices:

@@ -109,6 +109,18 @@ def apply_malloc_defaults() -> bool:
   return all([mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS.values()])
 
 
+def available_cores() -> list[int]:
+  """The CPU cores this process may run on (all of them where affinity is unknown).
+
+  XLA:CPU sizes its thread pool from them when it creates its client, and its float32
+  results depend on that size in the last bits (a SmallResNet run on 1 core and on 2
+  differs): training runs record the count (`cpu_cores`, jnorm.jobs.workers).
+  """
+  if hasattr(os, "sched_getaffinity"):
+    return sorted(os.sched_getaffinity(0))
+  return list(range(os.cpu_count() or 1))
+
+
 def apply_cpu_defaults() -> str:
   """Appends jnorm's CPU defaults to `os.environ['XLA_FLAGS']`; returns the flags."""
   try:

@@ -37,6 +37,7 @@ import tqdm
 from jnorm import data
 from jnorm import errors
 from jnorm import io
+from jnorm import xla_cpu
 from jnorm.training import build
 from jnorm.training import checkpoint as ckpt_lib
 from jnorm.training import config as train_config
@@ -227,6 +228,8 @@ def _results(config, run, ds, curve, metrics, start_step, train_seconds, wall,
       "wall_seconds": wall,
       "method": config.method,
       "num_devices": jax.device_count(),
+      # XLA:CPU's float32 results depend on how many cores it uses (jnorm.jobs.workers).
+      "cpu_cores": len(xla_cpu.available_cores()),
       "knn_curve": curve,
       "dataset": ds.info,
   }

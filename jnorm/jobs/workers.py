@@ -1,0 +1,115 @@
+"""A comparison's sub-runs in parallel worker processes, each pinned to its own CPU cores.
+
+XLA:CPU runs a step's operations one at a time, and not all of them keep every core
+busy: on this project's 2-core machines the kernel gradients of the SmallResNet's
+16x16 convolutions run on Eigen at about 1.1 cores (8.2 ms on 2 cores against 9.3 ms
+on one, benchmarks/README.md), so a step on 2 cores takes 0.17 s where it takes 0.26 s
+on one. Two runs side by side, one core each, keep both cores busy: a comparison grid
+finishes sooner (benchmarks/grid_workers.py measures it).
+
+`config.workers = N` (the compare job) starts N processes with multiprocessing's
+'spawn' (a fresh interpreter, so each builds its own XLA client), pins worker k to the
+k-th of N disjoint groups of this process's cores (`os.sched_setaffinity` before its
+first computation: XLA:CPU sizes its thread pool from them) and gives it every N-th
+sub-run of this process's share. Their progress bars are off (each prints one line per
+sub-run). A worker that stops on an error ends with exit code 1 after one line naming
+the error; the others finish, finished sub-runs are kept, and the same command resumes.
+
+Numbers: float32 results depend on how many cores XLA:CPU uses, so a sub-run trained on
+one core differs from the same sub-run on two in the last bits, and after training in
+its kNN accuracy by a few tenths of a point (0.7435 against 0.7465, 3 epochs). Every
+run records `cpu_cores` in its results.json; with the same count it is reproduced bit
+for bit. Keep one count within a grid whose arms are compared seed by seed.
+"""
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import jax
+import ml_collections
+
+from jnorm import errors
+from jnorm import xla_cpu
+
+
+def core_groups(cores: Sequence[int], workers: int) -> list[list[int]]:
+  """`cores` split into `workers` disjoint groups of consecutive cores, sizes within 1."""
+  errors.check_positive("workers", workers)
+  if workers > len(cores):
+    raise errors.ConfigError(
+        f"config.workers={workers} is more than the {len(cores)} CPU cores this process "
+        f"may use; set --config.workers to at most {len(cores)}")
+  size, extra = divmod(len(cores), workers)
+  groups, start = [], 0
+  for k in range(workers):
+    end = start + size + (k < extra)
+    groups.append(list(cores[start:end]))
+    start = end
+  return groups
+
+
+def without_progress_bars(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with every `progress_bar` field (nested ones too) set to False."""
+  with config.unlocked():
+    for key, value in config.items():
+      if key == "progress_bar":
+        config[key] = False
+      elif isinstance(value, ml_collections.ConfigDict):
+        without_progress_bars(value)
+  return config
+
+
+def _worker(index: int, cores: list[int], todo: list, workdir: str, train_fn,
+            train_missing) -> None:
+  """One worker process: pins itself to `cores`, then trains its sub-runs in turn."""
+  if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, cores)
+  todo = [(name, seed, without_progress_bars(cfg)) for name, seed, cfg in todo]
+  try:
+    train_missing(todo, workdir, train_fn, label=f"worker {index}")
+  except errors.JnormError as exc:
+    print(f"jnorm compare: worker {index}: error: {' '.join(str(exc).split())}",
+          file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def train_in_workers(todo: list, workdir: str, train_fn, *, workers: int,
+                     train_missing: Callable) -> None:
+  """Trains `todo` ([(arm, seed, config)]) in `workers` pinned processes (module doc).
+
+  `train_missing(todo, workdir, train_fn, label=...)` trains a list in one process;
+  it and `train_fn` must be module-level functions (they are pickled for 'spawn').
+
+  Raises:
+    errors.ConfigError: `workers` is more than the cores, or the backend is not the CPU.
+    errors.WorkerError: a worker stopped with a non-zero exit code (after all ended).
+  """
+  if jax.default_backend() != "cpu":
+    raise errors.ConfigError(
+        f"config.workers={workers} splits CPU cores between processes, but JAX runs on "
+        f"{jax.default_backend()}; set --config.workers=1")
+  groups = core_groups(xla_cpu.available_cores(), workers)
+  context = multiprocessing.get_context("spawn")
+  procs = [context.Process(target=_worker, name=f"jnorm-worker-{k}",
+                           args=(k, groups[k], todo[k::workers], workdir, train_fn,
+                                 train_missing))
+           for k in range(workers) if todo[k::workers]]
+  print(f"jnorm compare: {len(todo)} sub-runs in {len(procs)} workers, cores "
+        + " | ".join(",".join(map(str, g)) for g in groups[:len(procs)]), flush=True)
+  for proc in procs:
+    proc.start()
+  try:
+    for proc in procs:
+      proc.join()
+  except BaseException:  # Ctrl-C: stop every worker; each resumes from its checkpoint
+    for proc in procs:
+      proc.terminate()
+    raise
+  stopped = [f"{p.name} (exit code {p.exitcode})" for p in procs if p.exitcode != 0]
+  if stopped:
+    raise errors.WorkerError(
+        f"{', '.join(stopped)} stopped before its sub-runs were done (its error is "
+        "printed above); the finished sub-runs are kept: fix the cause and rerun the "
+        "same command to train the rest")
