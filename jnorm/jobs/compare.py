@@ -304,10 +304,10 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, *,
   todo = [] if config.aggregate_only else [r for r in shard_runs(
       runs, process_index=index, process_count=count) if not any(os.path.exists(
           os.path.join(run_dir(workdir, r[0], r[1]), f)) for f in ("results.json", _FAILED))]
-  train_fn = train_fn or SUB_JOBS[config.sub_job]
-  if config.get("workers", 1) > 1 and todo:  # configs from before `workers` lack it
-    workers.train_in_workers(todo, workdir, train_fn, workers=config.workers,
-                             train_missing=_train_missing)
+  train_fn, n_workers = train_fn or SUB_JOBS[config.sub_job], config.get("workers", 1)
+  errors.check_positive("workers", n_workers)  # (configs saved before `workers` lack it)
+  if n_workers > 1 and todo:
+    workers.train_in_workers(todo, workdir, train_fn, workers=n_workers, train_missing=_train_missing)
   else:
     _train_missing(todo, workdir, train_fn)
   return write_report(config, workdir, runs)

@@ -35,6 +35,12 @@ def test_more_workers_than_cores_is_a_config_error():
     workers.core_groups([0, 1], 0)
 
 
+def test_zero_workers_is_a_config_error_before_any_training(tmp_path):
+  with pytest.raises(errors.ConfigError, match=r"config\.workers"):
+    compare.run_comparison(_comparison(workers=0), str(tmp_path), train_fn=fake_train)
+  assert not os.path.exists(tmp_path / "default")
+
+
 def test_without_progress_bars_turns_off_nested_fields_only():
   config = ml_collections.ConfigDict(
       {"progress_bar": True, "train": {"progress_bar": True, "seed": 3}, "lr": 0.1})
