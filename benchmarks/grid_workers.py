@@ -6,8 +6,8 @@ temporary workdir (compilation, training, the config's evaluations, the report: 
 researcher waits for) and times it from outside. The arms alternate within each of
 `--rounds` rounds (the machine's speed drifts between minutes); medians are reported,
 and the ratio of the single process's wall time to the workers' (> 1: the workers
-finish sooner). It also prints each sub-run's final kNN accuracy and `cpu_cores` under
-both, since float32 results depend on the number of cores XLA uses.
+finish sooner). It also checks that both give every sub-run the same final kNN accuracy
+and loss (a worker keeps XLA's thread pool of a single process: jnorm/jobs/workers.py).
 
     python benchmarks/grid_workers.py                         # Fashion-MNIST pilot grid (2 seeds), 8 epochs
     python benchmarks/grid_workers.py --seeds 0,1,2,3 --epochs 4 --rounds 2
@@ -56,7 +56,7 @@ def command(args, workdir: str, workers: int) -> list[str]:
 
 
 def sub_runs(workdir: str) -> dict:
-  """{'arm/seedK': (final kNN accuracy, cpu_cores)} of a finished grid."""
+  """{'arm/seedK': (final kNN accuracy, final loss, xla_cpu_threads)} of a finished grid."""
   with open(os.path.join(workdir, "results.json")) as f:
     grid = json.load(f)
   out = {}
@@ -64,7 +64,8 @@ def sub_runs(workdir: str) -> dict:
     for seed in grid["seeds"]:
       with open(os.path.join(workdir, arm, f"seed{seed}", "results.json")) as f:
         res = json.load(f)
-      out[f"{arm}/seed{seed}"] = (res["knn_accuracy"], res.get("cpu_cores"))
+      out[f"{arm}/seed{seed}"] = (res["knn_accuracy"], res["final_loss"],
+                                  res.get("xla_cpu_threads"))
   return out
 
 
@@ -92,14 +93,15 @@ def main(argv=None):
   one, many = statistics.median(walls[1]), statistics.median(walls[args.workers])
   print(f"median wall: 1 process {one:.1f} s, {args.workers} workers {many:.1f} s: "
         f"ratio {one / many:.2f}")
+  same = runs[1] == runs[args.workers]
+  print(f"every sub-run's final kNN accuracy and loss the same both ways: {same}")
   for key in runs[1]:
-    print(f"  {key}: kNN {runs[1][key][0]:.4f} on {runs[1][key][1]} cores, "
-          f"{runs[args.workers][key][0]:.4f} on {runs[args.workers][key][1]}")
+    print(f"  {key}: (kNN, loss, XLA threads) {runs[1][key]} / {runs[args.workers][key]}")
   print(json.dumps({"config": args.config if not args.quick else "smoke",
                     "epochs": None if args.quick else args.epochs,
                     "workers": args.workers, "rounds": args.rounds,
                     "wall_s_one_process": one, "wall_s_workers": many,
-                    "ratio": one / many, "walls": {str(k): v for k, v in walls.items()},
+                    "ratio": one / many, "same_results": same, "walls": {str(k): v for k, v in walls.items()},
                     "sub_runs": {str(k): v for k, v in runs.items()}}))
 
 

@@ -32,7 +32,7 @@ _CURVE_SKIP = ("epoch", "step")
 # Top-level numbers of a results.json that are bookkeeping, not measurements.
 _NOT_METRICS = ("steps", "epochs", "steps_per_epoch", "resumed_from_step",
                 "train_seconds_per_step", "first_step_seconds", "wall_seconds",
-                "num_devices", "cpu_cores", "knn_accuracy_at_init")
+                "num_devices", "xla_cpu_threads", "knn_accuracy_at_init")
 
 
 def epoch_key(value) -> float:

@@ -110,15 +110,22 @@ def apply_malloc_defaults() -> bool:
 
 
 def available_cores() -> list[int]:
-  """The CPU cores this process may run on (all of them where affinity is unknown).
-
-  XLA:CPU sizes its thread pool from them when it creates its client, and its float32
-  results depend on that size in the last bits (a SmallResNet run on 1 core and on 2
-  differs): training runs record the count (`cpu_cores`, jnorm.jobs.workers).
-  """
+  """The CPU cores this process may run on (all of them where affinity is unknown)."""
   if hasattr(os, "sched_getaffinity"):
     return sorted(os.sched_getaffinity(0))
   return list(range(os.cpu_count() or 1))
+
+
+# XLA:CPU sizes its thread pool from the cores the process may use when it starts (at
+# the first computation, after jnorm's import), and its float32 results depend on that
+# size: a run on a pool of 1 thread and of 2 differs in the last bits, then in its kNN
+# accuracy (jnorm.jobs.workers). Training runs record it as `xla_cpu_threads`.
+_CORES_AT_IMPORT = len(available_cores())
+
+
+def thread_pool_size() -> int:
+  """XLA:CPU's thread pool size: the cores this process could use when jnorm was imported."""
+  return _CORES_AT_IMPORT
 
 
 def apply_cpu_defaults() -> str:

@@ -43,6 +43,7 @@ def test_sub_runs_reads_each_arm_and_seed(tmp_path):
     for seed in grid["seeds"]:
       os.makedirs(tmp_path / arm / f"seed{seed}")
       (tmp_path / arm / f"seed{seed}" / "results.json").write_text(
-          json.dumps({"knn_accuracy": seed / 10, "cpu_cores": 1}))
+          json.dumps({"knn_accuracy": seed / 10, "final_loss": 4.0, "xla_cpu_threads": 2}))
   assert grid_workers.sub_runs(str(tmp_path)) == {
-      "a/seed0": (0.0, 1), "a/seed3": (0.3, 1), "b/seed0": (0.0, 1), "b/seed3": (0.3, 1)}
+      "a/seed0": (0.0, 4.0, 2), "a/seed3": (0.3, 4.0, 2), "b/seed0": (0.0, 4.0, 2),
+      "b/seed3": (0.3, 4.0, 2)}

@@ -23,8 +23,8 @@ A comparison config (see `configs/compare_*.py`) holds:
 - `process_index`, `process_count`: how the (variant, seed) list is split across hosts
   (-1: `jax.process_index()` / `jax.process_count()`);
 - `workers`: on a CPU host, train this process's share in that many processes, each
-  pinned to its own cores (`jnorm.jobs.workers`: ~1.2x sooner on 2 cores; a run's
-  float32 results depend on its core count, recorded as `cpu_cores`; default 1);
+  pinned to its own cores (`jnorm.jobs.workers`: 1.1-1.3x sooner on 2 cores, the same
+  results as one process; default 1);
 - `aggregate_only`: train nothing, only tabulate the sub-runs that exist (the rest are
   listed as missing);
 - `frequency_swap`: 'arm,swapped_arm' (analysis sub-runs on long-tailed data whose class

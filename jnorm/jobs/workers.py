@@ -4,22 +4,24 @@ XLA:CPU runs a step's operations one at a time, and not all of them keep every c
 busy: on this project's 2-core machines the kernel gradients of the SmallResNet's
 16x16 convolutions run on Eigen at about 1.1 cores (8.2 ms on 2 cores against 9.3 ms
 on one, benchmarks/README.md), so a step on 2 cores takes 0.17 s where it takes 0.26 s
-on one. Two runs side by side, one core each, keep both cores busy: a comparison grid
-finishes sooner (benchmarks/grid_workers.py measures it).
+on one. Two runs side by side, one core each, keep both cores busy: a Fashion-MNIST
+grid finished 1.1-1.3x sooner with 2 workers on 2 cores (benchmarks/grid_workers.py).
 
 `config.workers = N` (the compare job) starts N processes with multiprocessing's
-'spawn' (a fresh interpreter, so each builds its own XLA client), pins worker k to the
-k-th of N disjoint groups of this process's cores (`os.sched_setaffinity` before its
-first computation: XLA:CPU sizes its thread pool from them) and gives it every N-th
-sub-run of this process's share. Their progress bars are off (each prints one line per
-sub-run). A worker that stops on an error ends with exit code 1 after one line naming
-the error; the others finish, finished sub-runs are kept, and the same command resumes.
+'spawn' (a fresh interpreter each) and gives worker k every N-th sub-run of this
+process's share. Each worker starts XLA first, with the thread pool it would have in a
+single process (XLA:CPU sizes it from the cores the process may use when it starts),
+and then pins every thread of its process to the k-th of N disjoint groups of those
+cores (`os.sched_setaffinity`, Linux). Their progress bars are off (each prints one
+line per sub-run). A worker that stops on an error ends with exit code 1 after one line
+naming the error; the others finish, finished sub-runs are kept, and the same command
+resumes.
 
-Numbers: float32 results depend on how many cores XLA:CPU uses, so a sub-run trained on
-one core differs from the same sub-run on two in the last bits, and after training in
-its kNN accuracy by a few tenths of a point (0.7435 against 0.7465, 3 epochs). Every
-run records `cpu_cores` in its results.json; with the same count it is reproduced bit
-for bit. Keep one count within a grid whose arms are compared seed by seed.
+Same numbers: XLA:CPU's float32 results depend on the size of its thread pool (the same
+run on a pool of 1 and of 2 threads ends at kNN 0.8189 and 0.8048), not on the cores the
+threads then run on. Because a worker keeps the single process's pool, its sub-runs are
+bit for bit the sub-runs that `workers = 1` trains (tested), so the setting can change
+between the sessions of one grid. Each run records the pool size as `xla_cpu_threads`.
 """
 
 import multiprocessing
@@ -61,11 +63,23 @@ def without_progress_bars(config: ml_collections.ConfigDict) -> ml_collections.C
   return config
 
 
+def pin_threads(cores: Sequence[int]) -> None:
+  """Pins every thread of this process to `cores` (threads started later inherit it)."""
+  if not hasattr(os, "sched_setaffinity"):
+    return
+  tasks = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["0"]
+  for tid in tasks:
+    try:
+      os.sched_setaffinity(int(tid), cores)
+    except ProcessLookupError:  # a thread that ended meanwhile
+      pass
+
+
 def _worker(index: int, cores: list[int], todo: list, workdir: str, train_fn,
             train_missing) -> None:
-  """One worker process: pins itself to `cores`, then trains its sub-runs in turn."""
-  if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, cores)
+  """One worker process: starts XLA, pins its threads to `cores`, trains its sub-runs."""
+  jax.devices()  # XLA's thread pool as in a single process: the same float32 results
+  pin_threads(cores)
   todo = [(name, seed, without_progress_bars(cfg)) for name, seed, cfg in todo]
   try:
     train_missing(todo, workdir, train_fn, label=f"worker {index}")

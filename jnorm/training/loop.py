@@ -228,8 +228,8 @@ def _results(config, run, ds, curve, metrics, start_step, train_seconds, wall,
       "wall_seconds": wall,
       "method": config.method,
       "num_devices": jax.device_count(),
-      # XLA:CPU's float32 results depend on how many cores it uses (jnorm.jobs.workers).
-      "cpu_cores": len(xla_cpu.available_cores()),
+      # XLA:CPU's float32 results depend on its thread pool's size (jnorm.xla_cpu).
+      "xla_cpu_threads": xla_cpu.thread_pool_size(),
       "knn_curve": curve,
       "dataset": ds.info,
   }
