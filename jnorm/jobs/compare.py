@@ -23,7 +23,7 @@ A comparison config (see `configs/compare_*.py`) holds:
 - `process_index`, `process_count`: how the (variant, seed) list is split across hosts
   (-1: `jax.process_index()` / `jax.process_count()`);
 - `workers`: on a CPU host, train this process's share in that many processes, each
-  pinned to its own cores (`jnorm.jobs.workers`: 1.1-1.3x sooner on 2 cores, the same
+  pinned to its own cores (`jnorm.jobs.workers`: 1.19x sooner on 2 cores, the same
   results as one process; default 1);
 - `aggregate_only`: train nothing, only tabulate the sub-runs that exist (the rest are
   listed as missing);

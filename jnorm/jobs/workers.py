@@ -5,7 +5,7 @@ busy: on this project's 2-core machines the kernel gradients of the SmallResNet'
 16x16 convolutions run on Eigen at about 1.1 cores (8.2 ms on 2 cores against 9.3 ms
 on one, benchmarks/README.md), so a step on 2 cores takes 0.17 s where it takes 0.26 s
 on one. Two runs side by side, one core each, keep both cores busy: a Fashion-MNIST
-grid finished 1.1-1.3x sooner with 2 workers on 2 cores (benchmarks/grid_workers.py).
+grid finished 1.19x sooner with 2 workers on 2 cores (benchmarks/grid_workers.py).
 
 `config.workers = N` (the compare job) starts N processes with multiprocessing's
 'spawn' (a fresh interpreter each) and gives worker k every N-th sub-run of this
