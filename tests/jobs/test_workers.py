@@ -125,14 +125,14 @@ def test_a_worker_sub_run_is_the_sub_run_one_process_trains(tmp_path):
   """The real trainer: a sub-run trained by a pinned worker equals, bit for bit, the same
   sub-run trained by `workers = 1` (here, in this process: the same XLA thread pool)."""
   groups = _two_cores()
-  config = jobs.load_config_file(os.path.join(_ROOT, "configs", "compare_reference.py"),
-                                 "smoke")
-  config.workers = 2
-  jobs.run_job(config, str(tmp_path / "workers"))
-  one = jobs.load_config_file(os.path.join(_ROOT, "configs", "compare_reference.py"),
-                              "smoke")
-  one.run_variants, one.baseline = "cut3", "cut3"
-  jobs.run_job(one, str(tmp_path / "one_process"))
+  configs = []
+  for workers_ in (2, 1):  # one sub-run: with 2 workers, worker 0 alone trains it
+    config = jobs.load_config_file(os.path.join(_ROOT, "configs", "compare_reference.py"),
+                                   "smoke")
+    config.run_variants, config.baseline, config.workers = "cut3", "cut3", workers_
+    configs.append(config)
+  jobs.run_job(configs[0], str(tmp_path / "workers"))
+  jobs.run_job(configs[1], str(tmp_path / "one_process"))
   got, want = _sub(str(tmp_path / "workers"), "cut3", 0), _sub(str(tmp_path / "one_process"),
                                                               "cut3", 0)
   assert got["xla_cpu_threads"] == want["xla_cpu_threads"] == sum(map(len, groups))
