@@ -10,7 +10,8 @@
 """
 
 from jnorm.models.build import BACKBONES, build_ssl_net, default_model_config
-from jnorm.models.conv import Conv, conv_gemm, conv_xla
+from jnorm.models.conv import Conv, conv_ffi, conv_gemm, conv_xla
+from jnorm.models.conv import resolve as resolve_conv
 from jnorm.models.heads import Predictor, Projector, SSLNet
 from jnorm.models.resnet import (BasicBlock, BottleneckBlock, ResNet, ResNet18,
                                  ResNet34, ResNet50, SmallResNet)
@@ -18,5 +19,6 @@ from jnorm.models.resnet import (BasicBlock, BottleneckBlock, ResNet, ResNet18,
 __all__ = [
     "BACKBONES", "BasicBlock", "BottleneckBlock", "Conv", "Predictor", "Projector",
     "ResNet", "ResNet18", "ResNet34", "ResNet50", "SSLNet", "SmallResNet",
-    "build_ssl_net", "conv_gemm", "conv_xla", "default_model_config",
+    "build_ssl_net", "conv_ffi", "conv_gemm", "conv_xla", "default_model_config",
+    "resolve_conv",
 ]

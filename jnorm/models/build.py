@@ -31,8 +31,9 @@ def default_model_config() -> ml_collections.ConfigDict:
     projector_bn: BN after each projector layer (False SimCLR; True SimSiam/BYOL).
     predictor_hidden: predictor bottleneck width; 0 = no predictor (SimCLR).
     compute_dtype: 'float32' | 'bfloat16' (convolutions only; BN and outputs stay f32).
-    conv_impl: 'auto' (native conv; the GEMM form on CPU only when XLA sends
-      convolutions to YNNPACK, `jnorm.models.conv.use_gemm`) | 'xla' | 'gemm'.
+    conv_impl: 'auto' (`jnorm.models.conv.resolve`: native conv on GPU/TPU; on CPU
+      'ffi', the native conv with jnorm's compiled kernel gradient, or the GEMM form
+      when XLA sends convolutions to YNNPACK) | 'xla' | 'gemm' | 'ffi'.
     bn_axis_name: mesh axis for synced BatchNorm; the trainer sets it (None = local).
   """
   cfg = ml_collections.ConfigDict()

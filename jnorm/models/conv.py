@@ -19,6 +19,14 @@ fast, and on CPU when XLA runs it with Eigen's kernels (jnorm's default XLA:CPU 
 the GEMM's 0.53x on a ResNet-18 step, 0.93-1.04x with `fusion_barrier`); it uses the GEMM on
 CPU only when the convolutions go to YNNPACK (XLA's default without that flag). Decided
 from `jax.default_backend()` and `XLA_FLAGS` when the function is traced.
+
+`Conv(implementation='ffi')` runs the convolution, its kernel gradient and (at stride
+1) its input gradient on jnorm's compiled CPU kernels (`jnorm.models.cpu_kernels`):
+XLA:CPU's own kernel gradient runs on about one core for these layers. 'auto' picks it
+on CPU under Eigen convolutions when the kernels could be built; layers they do not
+handle (not float32, Cout not a multiple of 16, or kernels of more than 2^18 elements,
+where XLA's are as fast) keep XLA's convolution. Being a
+`jax.custom_vjp`, it supports reverse-mode differentiation only (no `jax.jvp`).
 """
 
 import functools
@@ -32,9 +40,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from jnorm import xla_cpu
-from jnorm.errors import check_choice
+from jnorm.errors import ConfigError, check_choice
+from jnorm.models import cpu_kernels
 
-IMPLEMENTATIONS = ("auto", "xla", "gemm")
+IMPLEMENTATIONS = ("auto", "xla", "gemm", "ffi")
 
 Padding = str | int | Sequence[int | tuple[int, int]]
 
@@ -150,14 +159,89 @@ def fusion_barrier(y: jax.Array) -> jax.Array:
   return lax.cond(always, lambda a: a, lambda a: a + 1, y)
 
 
+def resolve(implementation: str) -> str:
+  """The convolution `implementation` runs on the current backend: 'xla', 'gemm' or 'ffi'.
+
+  'auto': on GPU/TPU 'xla' (cuDNN / the MXU convolution); on CPU 'gemm' when XLA sends
+  convolutions to YNNPACK (slow there), else 'ffi' when jnorm's CPU kernel could be
+  built (`cpu_kernels.status()`), else 'xla'.
+
+  Raises:
+    ConfigError: an unknown name, or 'ffi' where the CPU kernel cannot run.
+  """
+  check_choice("conv_impl", implementation, IMPLEMENTATIONS)
+  on_cpu = jax.default_backend() == "cpu"
+  if implementation == "ffi" and not (on_cpu and cpu_kernels.available()):
+    reason = cpu_kernels.status() if on_cpu else f"backend is {jax.default_backend()}"
+    raise ConfigError(f"conv_impl='ffi' is jnorm's CPU kernel and cannot run here "
+                      f"({reason}); use conv_impl='auto' or 'xla'")
+  if implementation != "auto":
+    return implementation
+  if not on_cpu:
+    return "xla"
+  if not xla_cpu.eigen_convolutions(os.environ.get("XLA_FLAGS", "")):
+    return "gemm"
+  return "ffi" if cpu_kernels.available() else "xla"
+
+
 def use_gemm(implementation: str) -> bool:
   """True when `implementation` selects the GEMM path on the current backend."""
-  check_choice("conv_impl", implementation, IMPLEMENTATIONS)
-  if implementation == "auto":
-    # GPU/TPU keep cuDNN / the MXU conv; on CPU only YNNPACK's convolutions are slow.
-    return (jax.default_backend() == "cpu"
-            and not xla_cpu.eigen_convolutions(os.environ.get("XLA_FLAGS", "")))
-  return implementation == "gemm"
+  return resolve(implementation) == "gemm"
+
+
+def _forward(x, kernel, strides, padding):
+  out_hw = tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi)
+                 in zip(x.shape[1:3], kernel.shape[:2], strides, padding))
+  return cpu_kernels.conv(x, kernel, out_hw, strides=strides, padding=padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_ffi(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
+              padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  return _forward(x, kernel, strides, padding)
+
+
+def _conv_ffi_fwd(x, kernel, strides, padding):
+  return _forward(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_ffi_bwd(strides, padding, residuals, dy):
+  x, kernel = residuals
+  dw = cpu_kernels.kernel_grad(x, dy, kernel.shape, strides=strides, padding=padding)
+  kh, kw = kernel.shape[:2]
+  if tuple(strides) == (1, 1) and x.shape[-1] % 16 == 0:
+    # Stride 1: the input gradient is the correlation of dy with the kernel flipped in
+    # space and transposed (Cout <-> Cin), low paddings k - 1 - p.
+    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+    pads = ((kh - 1 - padding[0][0], 0), (kw - 1 - padding[1][0], 0))
+    dx = cpu_kernels.conv(dy, flipped, x.shape[1:3], strides=(1, 1), padding=pads)
+  else:
+    _, x_vjp = jax.vjp(
+        lambda x: conv_xla(x, kernel, strides=strides, padding=padding), x)
+    (dx,) = x_vjp(dy)
+  return dx, dw
+
+
+_conv_ffi.defvjp(_conv_ffi_fwd, _conv_ffi_bwd)
+
+
+def conv_ffi(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
+             padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """`conv_xla` on jnorm's CPU kernels (`cpu_kernels.conv`, `cpu_kernels.kernel_grad`).
+
+  The forward pass, the kernel gradient and, at stride 1, the input gradient run on the
+  compiled kernels (at larger strides the input gradient is XLA's); all agree with
+  `conv_xla` to float32 rounding. Layers the kernels do not handle
+  (`cpu_kernels.supports`: not float32, Cout not a multiple of 16, or a kernel of more
+  than `cpu_kernels.MAX_KERNEL_SIZE` elements) get `conv_xla`.
+  Reverse-mode differentiation only (a `jax.custom_vjp`).
+  """
+  if not cpu_kernels.supports(x, kernel):
+    return conv_xla(x, kernel, strides=strides, padding=padding)
+  return _conv_ffi(x, kernel, tuple(strides), tuple(map(tuple, padding)))
+
+
+_CONVOLUTIONS = {"xla": conv_xla, "gemm": conv_gemm, "ffi": conv_ffi}
 
 
 class Conv(nn.Module):
@@ -176,8 +260,9 @@ class Conv(nn.Module):
     dtype: computation dtype (inputs and kernel are promoted to it).
     param_dtype: parameter dtype.
     kernel_init, bias_init: as `nn.Conv`.
-    implementation: 'xla' (lax.conv), 'gemm' (im2col + matmul) or 'auto'
-      (`use_gemm`: xla, except gemm on CPU when XLA sends convolutions to YNNPACK).
+    implementation: 'xla' (lax.conv), 'gemm' (im2col + matmul), 'ffi' (lax.conv with
+      jnorm's CPU kernel gradient) or 'auto' (`resolve`: xla on GPU/TPU; on CPU ffi,
+      or gemm when XLA sends convolutions to YNNPACK).
   """
   features: int
   kernel_size: int | Sequence[int]
@@ -203,7 +288,7 @@ class Conv(nn.Module):
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     padding = resolve_padding(self.padding, in_spatial=x.shape[1:3],
                               kernel_size=kernel_size, strides=strides)
-    conv = conv_gemm if use_gemm(self.implementation) else conv_xla
+    conv = _CONVOLUTIONS[resolve(self.implementation)]
     y = conv(x, kernel, strides=strides, padding=padding)
     if bias is not None:
       y = y + bias

@@ -100,7 +100,7 @@ class ResNet(nn.Module):
       (inside `jax.shard_map`); None keeps per-device statistics.
     bn_momentum: running-average decay (torch momentum 0.1 == 0.9 here).
     dtype: compute dtype of the convolutions (BatchNorm and the output stay float32).
-    conv_impl: 'auto', 'xla' or 'gemm' (see `jnorm.models.conv`).
+    conv_impl: 'auto', 'xla', 'gemm' or 'ffi' (see `jnorm.models.conv`).
   """
   stage_sizes: Sequence[int]
   block_cls: Any

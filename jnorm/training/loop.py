@@ -37,6 +37,7 @@ import tqdm
 from jnorm import data
 from jnorm import errors
 from jnorm import io
+from jnorm import models
 from jnorm import xla_cpu
 from jnorm.training import build
 from jnorm.training import checkpoint as ckpt_lib
@@ -230,6 +231,9 @@ def _results(config, run, ds, curve, metrics, start_step, train_seconds, wall,
       "num_devices": jax.device_count(),
       # XLA:CPU's float32 results depend on its thread pool's size (jnorm.xla_cpu).
       "xla_cpu_threads": xla_cpu.thread_pool_size(),
+      # The convolution that ran ('auto' resolved): 'ffi' and 'xla' agree to float32
+      # rounding, not bit for bit (jnorm.models.conv).
+      "conv_impl": models.resolve_conv(config.model.conv_impl),
       "knn_curve": curve,
       "dataset": ds.info,
   }

@@ -1,0 +1,191 @@
+"""jnorm's compiled CPU kernels for the ResNets' convolutions (XLA FFI).
+
+XLA:CPU computes a convolution's kernel gradient with Eigen, which splits the work
+between threads along the output; for the ResNets' layers that output (kh*kw*Cin x
+Cout) is tiny against the contraction (B*Ho*Wo), so the op runs on about one core
+(benchmarks/README.md: 8.15 ms on 2 cores, 9.27 ms on one, for the 16 px 32 -> 32 layer
+at batch 128). `cpu_kernels.cc`, next to this file, has two kernels: `kernel_grad`,
+which splits the contraction between threads instead, and `conv`, a direct
+convolution (used for the forward pass and, at stride 1, the input gradient). Both keep
+tiles of the output in vector registers and share work with XLA's thread pool; both
+give the same bits whatever the number of threads.
+
+The kernels are compiled on first use with the machine's C++ compiler (`$CXX`, else
+`c++` / `g++`) for the machine's own instruction set (`-march=native`, about 5 s) and
+cached in `$JNORM_CACHE_DIR/kernels` (default `~/.cache/jnorm/kernels`) under a hash of
+the source, the compiler command, jaxlib's version and the CPU, so a changed source or
+a different machine gets its own build. The build writes a temporary file and renames
+it, so an interrupted build leaves nothing half-written. `JNORM_CPU_KERNELS=0` turns the
+kernels off. Where they cannot be built (no compiler), `status()` says why and
+`jnorm.models.conv` keeps XLA's convolutions.
+"""
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import tempfile
+
+import jax
+import jax.numpy as jnp
+
+from jnorm.errors import ConfigError
+
+SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
+# XLA FFI target name -> the handler's symbol in the built library.
+TARGETS = {"jnorm_conv_kernel_grad": "JnormConvKernelGrad",
+           "jnorm_conv_forward": "JnormConvForward"}
+OPT_OUT = "JNORM_CPU_KERNELS"
+CACHE_ENV = "JNORM_CACHE_DIR"
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
+
+
+def cache_dir() -> pathlib.Path:
+  """Where built kernels are kept: `$JNORM_CACHE_DIR/kernels` or ~/.cache/jnorm/kernels."""
+  root = os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "jnorm"
+  return pathlib.Path(root) / "kernels"
+
+
+def _compiler() -> str | None:
+  return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+
+
+def _cpu_identity() -> str:
+  """The CPU model and instruction-set flags (a -march=native build is specific to them)."""
+  try:
+    lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+  except OSError:
+    return platform.machine() + platform.processor()
+  keys = ("model name", "flags", "Features")
+  return "\n".join(sorted({l for l in lines if l.split(":")[0].strip() in keys}))
+
+
+def build(compiler: str, out_dir: pathlib.Path) -> pathlib.Path:
+  """Compiles `cpu_kernels.cc` into `out_dir` (once per source, compiler, jaxlib, CPU).
+
+  Raises:
+    RuntimeError: the compiler failed (its last line in the message).
+  """
+  command = [compiler, *FLAGS, "-isystem", jax.ffi.include_dir()]
+  key = hashlib.sha256("\0".join(
+      [SOURCE.read_text(), " ".join(command), jax.lib.__version__,
+       _cpu_identity()]).encode()).hexdigest()[:20]
+  path = out_dir / f"cpu_kernels-{key}.so"
+  if path.exists():
+    return path
+  out_dir.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+  os.close(fd)
+  try:
+    done = subprocess.run([*command, str(SOURCE), "-o", tmp], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+      last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+      raise RuntimeError(f"{compiler} failed on {SOURCE.name}: {last}")
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+  return path
+
+
+@functools.cache
+def status() -> str | None:
+  """None when the kernel is built and registered with XLA, else why it is not."""
+  if os.environ.get(OPT_OUT) == "0":
+    return f"turned off by {OPT_OUT}=0"
+  if platform.system() != "Linux":
+    return "built on Linux only"
+  compiler = _compiler()
+  if compiler is None:
+    return "no C++ compiler found (install g++ or set CXX)"
+  try:
+    library = ctypes.CDLL(str(build(compiler, cache_dir())))
+  except (OSError, RuntimeError) as error:
+    return str(error).splitlines()[0]
+  for target, symbol in TARGETS.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
+                                platform="cpu")
+  return None
+
+
+def available() -> bool:
+  """True when `kernel_grad` can run (the kernel is built and registered)."""
+  return status() is None
+
+
+# The largest kernel (kh*kw*Cin*Cout elements) the kernels are used for. Measured per
+# layer (benchmarks/README.md): faster than XLA's up to ResNet-18's 16x16x128 layers
+# (3*3*128*128 = 147,456), slower at 256 -> 512 and 512 -> 512 channels, where their
+# kernel gradient's output no longer fits in cache and Eigen's splits well anyway.
+MAX_KERNEL_SIZE = 2**18
+
+
+def supports(x: jax.Array, kernel: jax.Array) -> bool:
+  """True for the convolutions the kernels are used for: float32 NHWC, Cout a multiple
+  of 16, at most `MAX_KERNEL_SIZE` kernel elements."""
+  return (x.dtype == jnp.float32 and kernel.dtype == jnp.float32 and x.ndim == 4
+          and kernel.shape[-1] % 16 == 0 and kernel.size <= MAX_KERNEL_SIZE)
+
+
+def _call(target: str, a: jax.Array, b: jax.Array, out_shape: tuple[int, ...], *,
+          strides: tuple[int, int], padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  if (reason := status()) is not None:
+    raise ConfigError(f"jnorm's CPU kernel cannot run here ({reason}); "
+                      "use conv_impl='auto' or 'xla'")
+  call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(out_shape, jnp.float32),
+                          vmap_method="sequential")
+  return call(a, b, sh=int(strides[0]), sw=int(strides[1]), pt=int(padding[0][0]),
+              pl=int(padding[1][0]))
+
+
+def conv(x: jax.Array, kernel: jax.Array, out_hw: tuple[int, int], *,
+         strides: tuple[int, int], padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  """The convolution `conv_xla(x, kernel)` (cross-correlation), as jnorm's CPU kernel.
+
+  Args:
+    x: [B, H, W, Cin] float32.
+    kernel: [kh, kw, Cin, Cout] float32, Cout a multiple of 16.
+    out_hw: (Ho, Wo), the output's spatial size (it fixes the high paddings).
+    strides: (sh, sw).
+    padding: ((pt, pb), (pl, pr)); only the low sides are read.
+
+  Returns:
+    [B, Ho, Wo, Cout] float32; each output element is summed in one fixed order, so the
+    result does not depend on the number of threads (it differs from XLA's convolution
+    in float32 rounding).
+
+  Raises:
+    ConfigError: the kernel cannot run here (`status()` says why).
+  """
+  out_shape = (x.shape[0], *out_hw, kernel.shape[-1])
+  return _call("jnorm_conv_forward", x, kernel, out_shape, strides=strides,
+               padding=padding)
+
+
+def kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...], *,
+                strides: tuple[int, int], padding: tuple[tuple[int, int], ...]
+                ) -> jax.Array:
+  """d(loss)/d(kernel) of `conv_xla(x, kernel)` given dy = d(loss)/d(output).
+
+  Args:
+    x: [B, H, W, Cin] float32, the convolution's input.
+    dy: [B, Ho, Wo, Cout] float32, the gradient at its output.
+    kernel_shape: (kh, kw, Cin, Cout).
+    strides: (sh, sw).
+    padding: ((pt, pb), (pl, pr)); the high sides follow from the shapes.
+
+  Returns:
+    [kh, kw, Cin, Cout] float32. The sum runs over four fixed chunks of the batch, so
+    the result does not depend on the number of threads (it differs from XLA's own
+    kernel gradient in float32 rounding).
+
+  Raises:
+    ConfigError: the kernel cannot run here (`status()` says why).
+  """
+  return _call("jnorm_conv_kernel_grad", x, dy, tuple(kernel_shape), strides=strides,
+               padding=padding)

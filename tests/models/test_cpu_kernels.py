@@ -1,0 +1,234 @@
+"""Tests of jnorm's compiled CPU kernel (a convolution's kernel gradient) and conv_ffi."""
+
+import functools
+import pathlib
+import stat
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jnorm import models
+from jnorm import xla_cpu
+from jnorm.errors import ConfigError
+from jnorm.models import conv as conv_lib
+from jnorm.models import cpu_kernels
+
+# (batch, height, width, cin, cout, kernel, strides, padding)
+CASES = [
+    (8, 16, 16, 32, 32, 3, (1, 1), ((1, 1), (1, 1))),  # the ResNets' 3x3 layer
+    (3, 7, 9, 3, 16, 3, (2, 2), ((1, 1), (1, 1))),  # odd sizes, stride 2, batch < chunks
+    (4, 8, 8, 1, 32, 3, (1, 1), ((1, 1), (1, 1))),  # the 1-channel stem
+    (6, 8, 8, 12, 64, 1, (2, 2), ((0, 0), (0, 0))),  # a 1x1 stride-2 shortcut
+    (5, 9, 9, 6, 48, 3, (2, 1), ((0, 1), (1, 0))),  # uneven strides and padding, Cout 48
+    (2, 5, 5, 8, 16, 7, (2, 2), ((3, 3), (3, 3))),  # a 7x7 stem on a 5x5 image
+    (1, 4, 4, 128, 128, 3, (1, 1), ((1, 1), (1, 1))),  # one image, wide layer
+]
+
+
+def _inputs(case, seed=0):
+  batch, h, w, cin, cout, k, strides, padding = case
+  kx, kw, kg = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(kx, (batch, h, w, cin))
+  kernel = jax.random.normal(kw, (k, k, cin, cout))
+  out = jax.eval_shape(
+      lambda x, k: conv_lib.conv_xla(x, k, strides=strides, padding=padding), x, kernel)
+  return x, kernel, jax.random.normal(kg, out.shape)
+
+
+def _xla_kernel_grad(x, kernel, dy, strides, padding):
+  _, vjp = jax.vjp(
+      lambda k: conv_lib.conv_xla(x, k, strides=strides, padding=padding), kernel)
+  return vjp(dy)[0]
+
+
+def test_the_kernel_builds_here():
+  # Every other test of the 'ffi' path depends on this: CI has a C++ compiler.
+  assert cpu_kernels.status() is None, cpu_kernels.status()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_grad_matches_the_float64_gradient(case):
+  x, kernel, dy = _inputs(case)
+  strides, padding = case[6], case[7]
+  got = jax.jit(lambda x, dy: cpu_kernels.kernel_grad(
+      x, dy, kernel.shape, strides=strides, padding=padding))(x, dy)
+  xla32 = _xla_kernel_grad(x, kernel, dy, strides, padding)
+  with jax.enable_x64(True):
+    x64, k64, dy64 = (jnp.asarray(np.asarray(a), jnp.float64) for a in (x, kernel, dy))
+    want = np.asarray(_xla_kernel_grad(x64, k64, dy64, strides, padding))
+    # A kernel that read its input one column off would compute this instead.
+    off = np.asarray(_xla_kernel_grad(jnp.roll(x64, 1, axis=2), k64, dy64, strides,
+                                      padding))
+  assert got.shape == kernel.shape and got.dtype == jnp.float32
+  scale = np.abs(want).max()
+  # float32 sums of up to 2,048 terms: both kernels within a few ulps of the scale.
+  np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
+  np.testing.assert_allclose(xla32, want, rtol=0, atol=2e-6 * scale)
+  assert np.abs(off - want).max() > 0.1 * scale  # the tolerance discriminates
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_matches_the_float64_convolution(case):
+  x, kernel, dy = _inputs(case)
+  strides, padding = case[6], case[7]
+  got = jax.jit(lambda x, k: cpu_kernels.conv(
+      x, k, dy.shape[1:3], strides=strides, padding=padding))(x, kernel)
+  with jax.enable_x64(True):
+    x64, k64 = (jnp.asarray(np.asarray(a), jnp.float64) for a in (x, kernel))
+    want = np.asarray(conv_lib.conv_xla(x64, k64, strides=strides, padding=padding))
+    off = np.asarray(conv_lib.conv_xla(jnp.roll(x64, 1, axis=2), k64, strides=strides,
+                                       padding=padding))
+  assert got.shape == dy.shape and got.dtype == jnp.float32
+  scale = np.abs(want).max()
+  np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
+  assert np.abs(off - want).max() > 0.1 * scale
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[4]])
+def test_conv_ffi_value_and_gradients_match_float64(case):
+  # Stride 1 (input gradient on the kernel), stride 2 and uneven strides (XLA's).
+  x, kernel, dy = _inputs(case, seed=1)
+  strides, padding = case[6], case[7]
+
+  def value_and_grads(conv, x, kernel, dy):
+    y, vjp = jax.vjp(lambda x, k: conv(x, k, strides=strides, padding=padding),
+                     x, kernel)
+    return (y, *vjp(dy))
+
+  got = jax.jit(functools.partial(value_and_grads, conv_lib.conv_ffi))(x, kernel, dy)
+  with jax.enable_x64(True):
+    want = value_and_grads(conv_lib.conv_xla, *(
+        jnp.asarray(np.asarray(a), jnp.float64) for a in (x, kernel, dy)))
+  for name, a, b in zip(("value", "input gradient", "kernel gradient"), got, want):
+    assert a.dtype == jnp.float32
+    b = np.asarray(b)
+    np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * np.abs(b).max(), err_msg=name)
+
+
+def test_conv_ffi_falls_back_to_xla_where_the_kernels_do_not_apply(x64):
+  # float64, Cout not a multiple of 16, and kernels above MAX_KERNEL_SIZE go through
+  # XLA's convolution and gradients, bit for bit.
+  kw = dict(strides=(1, 1), padding=((1, 1), (1, 1)))
+  for dtype, cin, cout in [(jnp.float64, 3, 16), (jnp.float32, 3, 5),
+                           (jnp.float32, 512, 512)]:
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, cin), dtype)
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, cin, cout), dtype)
+    assert not cpu_kernels.supports(x, kernel)
+    loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k, **kw)))
+    got = jax.jit(jax.grad(loss(conv_lib.conv_ffi), (0, 1)))(x, kernel)
+    want = jax.jit(jax.grad(loss(conv_lib.conv_xla), (0, 1)))(x, kernel)
+    for a, b in zip(got, want):
+      np.testing.assert_array_equal(a, b)
+  assert cpu_kernels.supports(x[..., :128], kernel[:, :, :128, :128])
+
+
+_POOL_SCRIPT = textwrap.dedent("""
+    import os, sys
+    os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})
+    import jax, numpy as np
+    import jnorm
+    from jnorm.models import cpu_kernels
+    x = jax.random.normal(jax.random.key(0), (16, 12, 12, 32))
+    dy = jax.random.normal(jax.random.key(1), (16, 12, 12, 32))
+    kw = dict(strides=(1, 1), padding=((1, 1), (1, 1)))
+    g = jax.jit(lambda x, dy: cpu_kernels.kernel_grad(x, dy, (3, 3, 32, 32), **kw))(x, dy)
+    y = jax.jit(lambda x, k: cpu_kernels.conv(x, k, (12, 12), **kw))(x, g)
+    print(jnorm.xla_cpu.thread_pool_size(), np.asarray(g).tobytes().hex(),
+          np.asarray(y).tobytes().hex())
+""")
+
+
+def test_kernels_do_not_depend_on_the_thread_pool_size():
+  # XLA's own kernel gradient does: the same script with it gives other bits with a pool
+  # of 1 thread than with 2 (checked when this test was written).
+  cores = xla_cpu.available_cores()
+  assert len(cores) >= 2, "this check needs 2 cores (CI has them)"
+  outputs = []
+  for group in (cores[:1], cores):
+    done = subprocess.run([sys.executable, "-c", _POOL_SCRIPT,
+                           ",".join(map(str, group))],
+                          capture_output=True, text=True, check=True, timeout=300)
+    outputs.append(done.stdout.split())
+  (pool_one, *bits_one), (pool_all, *bits_all) = outputs
+  assert (int(pool_one), int(pool_all)) == (1, len(cores))
+  assert bits_one == bits_all and len(bits_one) == 2
+
+
+def test_auto_resolves_to_ffi_on_cpu_under_eigen_convolutions(monkeypatch):
+  assert jax.default_backend() == "cpu"
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=reduce")
+  assert conv_lib.resolve("auto") == "ffi"
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  assert conv_lib.resolve("auto") == "gemm"  # XLA's default: YNNPACK convolutions
+  assert [conv_lib.resolve(n) for n in ("xla", "gemm", "ffi")] == ["xla", "gemm", "ffi"]
+
+
+def test_without_the_kernel_auto_is_xla_and_ffi_is_a_one_line_config_error(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=reduce")
+  monkeypatch.setattr(cpu_kernels, "status", lambda: "no C++ compiler found")
+  assert conv_lib.resolve("auto") == "xla"
+  with pytest.raises(ConfigError, match=r"conv_impl='ffi'.*no C\+\+ compiler") as info:
+    conv_lib.resolve("ffi")
+  assert "\n" not in str(info.value)
+  with pytest.raises(ConfigError, match="no C\\+\\+ compiler"):
+    cpu_kernels.kernel_grad(jnp.zeros((1, 4, 4, 8)), jnp.zeros((1, 4, 4, 16)),
+                            (3, 3, 8, 16), strides=(1, 1), padding=((1, 1), (1, 1)))
+
+
+def test_status_names_why_the_kernel_is_off(monkeypatch):
+  monkeypatch.setenv(cpu_kernels.OPT_OUT, "0")
+  assert "JNORM_CPU_KERNELS=0" in cpu_kernels.status.__wrapped__()
+  monkeypatch.delenv(cpu_kernels.OPT_OUT)
+  monkeypatch.delenv("CXX", raising=False)
+  monkeypatch.setattr(cpu_kernels.shutil, "which", lambda name: None)
+  assert "no C++ compiler" in cpu_kernels.status.__wrapped__()
+
+
+def _script(path: pathlib.Path, body: str) -> str:
+  path.write_text("#!/bin/sh\n" + body)
+  path.chmod(path.stat().st_mode | stat.S_IEXEC)
+  return str(path)
+
+
+def test_build_is_cached_and_a_failed_build_leaves_nothing(tmp_path):
+  real = cpu_kernels._compiler()  # pylint: disable=protected-access
+  calls = tmp_path / "calls"
+  counting = _script(tmp_path / "cxx", f'echo x >> "{calls}"\nexec "{real}" "$@"\n')
+  out = tmp_path / "kernels"
+  first = cpu_kernels.build(counting, out)
+  second = cpu_kernels.build(counting, out)
+  assert first == second and first.exists()
+  assert calls.read_text().count("x") == 1  # the second call found the build
+  assert sorted(p.name for p in out.iterdir()) == [first.name]  # no temporaries
+  failing = _script(tmp_path / "bad", 'echo "x.cc:1: error: boom" >&2\nexit 1\n')
+  with pytest.raises(RuntimeError, match="boom"):
+    cpu_kernels.build(failing, tmp_path / "other")
+  assert list((tmp_path / "other").iterdir()) == []
+
+
+def test_ssl_net_gradients_with_ffi_match_xla():
+  x = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
+
+  def grads(impl):
+    net = models.SSLNet(backbone=models.SmallResNet(stem='cifar', conv_impl=impl),
+                        projector=models.Projector(features=(16, 16), use_bn=False))
+    variables = net.init(jax.random.key(1), x, train=True)
+
+    def loss(params):
+      out, _ = net.apply({**variables, "params": params}, x, train=True,
+                         mutable=["batch_stats"])
+      return jnp.sum(jnp.tanh(out["projector"]))
+    return jax.jit(jax.grad(loss))(variables["params"])
+
+  got, want = grads("ffi"), grads("xla")
+  leaves = jax.tree_util.tree_leaves_with_path(got)
+  assert len(leaves) > 10
+  for (path, a), b in zip(leaves, jax.tree.leaves(want)):
+    scale = float(jnp.abs(b).max())
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale,
+                               err_msg=jax.tree_util.keystr(path))
