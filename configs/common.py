@@ -112,10 +112,11 @@ def digits_simclr(*, smoke: bool = False) -> ml_collections.ConfigDict:
     smoke: 6 steps at batch 32 (0.05 warm-up epochs), kNN only at the end.
   """
   config = _digits(simclr_base())
-  # At SmallResNet's widths the native convolution beats the GEMM form on CPU with
-  # either of XLA:CPU's kernel sets (benchmarks/README.md), so it is fixed here
-  # rather than left to 'auto' (which picks GEMM when convolutions go to YNNPACK).
-  config.model.conv_impl = "xla"
+  # 'auto': jnorm's CPU kernels where they build (1.25-1.29x XLA's step at the
+  # SmallResNet's widths, benchmarks/README.md), else XLA's convolutions. Results
+  # committed before 2026-12-02 (docs/findings_data) ran conv_impl='xla'; add
+  # --config.model.conv_impl=xla to reproduce them bit for bit.
+  config.model.conv_impl = "auto"
   config.eval.every_epochs = 4
   config.checkpoint_every_steps = 100
   if smoke:
@@ -220,7 +221,7 @@ def fmnist_simclr() -> ml_collections.ConfigDict:
   """SimCLR on Fashion-MNIST at 16 px (configs/compare_fmnist.py's base)."""
   config = simclr_base()
   config.model.backbone = "small_resnet"
-  config.model.conv_impl = "xla"
+  config.model.conv_impl = "auto"  # as digits_simclr
   config.data.name = "fashion_mnist"
   config.data.image_size = 16
   config.data.train_per_class = 500

@@ -1,5 +1,5 @@
-"""Convolutions for the ResNets: a drop-in `nn.Conv` with a GEMM form, and a CPU
-fusion barrier.
+"""Convolutions for the ResNets: a drop-in `nn.Conv` with a GEMM form and a form on
+jnorm's CPU kernels, and a CPU fusion barrier.
 
 Under XLA:CPU's default kernels (jaxlib 0.10: YNNPACK convolutions) the native
 convolution's gradients are slow (benchmarks/README.md: a Flax ResNet-18 SimCLR step at
@@ -13,20 +13,20 @@ matrix products plus copies, which XLA:CPU runs at GEMM speed. The summation ord
 differs from the native convolution, so results agree to float32 rounding, not
 bit for bit (tested in tests/models/test_models.py).
 
-`Conv(implementation='auto')` keeps the native convolution on GPU/TPU, where it is
-fast, and on CPU when XLA runs it with Eigen's kernels (jnorm's default XLA:CPU flag,
-`jnorm.xla_cpu`: then the native convolution is the faster one, 0.88x torch against
-the GEMM's 0.53x on a ResNet-18 step, 0.93-1.04x with `fusion_barrier`); it uses the GEMM on
-CPU only when the convolutions go to YNNPACK (XLA's default without that flag). Decided
-from `jax.default_backend()` and `XLA_FLAGS` when the function is traced.
-
 `Conv(implementation='ffi')` runs the convolution, its kernel gradient and (at stride
 1) its input gradient on jnorm's compiled CPU kernels (`jnorm.models.cpu_kernels`):
-XLA:CPU's own kernel gradient runs on about one core for these layers. 'auto' picks it
-on CPU under Eigen convolutions when the kernels could be built; layers they do not
-handle (not float32, Cout not a multiple of 16, or kernels of more than 2^18 elements,
-where XLA's are as fast) keep XLA's convolution. Being a
+XLA:CPU's own kernel gradient runs on about one core for the ResNets' small layers, and
+the kernels took the SmallResNet step from 1.04x to 1.29x torch (benchmarks/README.md).
+Layers they do not handle (not float32, Cout not a multiple of 16, or kernels of more
+than 2^18 elements, where XLA's are as fast) keep XLA's convolution. Being a
 `jax.custom_vjp`, it supports reverse-mode differentiation only (no `jax.jvp`).
+
+`Conv(implementation='auto')` (`resolve`) keeps the native convolution on GPU/TPU,
+where it is fast; on CPU it uses 'ffi' when the kernels could be built, else the native
+convolution when XLA runs it with Eigen's kernels (jnorm's default XLA:CPU flag,
+`jnorm.xla_cpu`: 0.88x torch against the GEMM's 0.53x on a ResNet-18 step) and the GEMM
+when the convolutions go to YNNPACK (XLA's default without that flag). Decided from
+`jax.default_backend()`, `XLA_FLAGS` and the kernels' build when the function is traced.
 """
 
 import functools
@@ -159,15 +159,21 @@ def fusion_barrier(y: jax.Array) -> jax.Array:
   return lax.cond(always, lambda a: a, lambda a: a + 1, y)
 
 
+def _xla_or_gemm() -> str:
+  """XLA's own convolutions on CPU: 'xla' on Eigen, 'gemm' when they go to YNNPACK."""
+  return ("xla" if xla_cpu.eigen_convolutions(os.environ.get("XLA_FLAGS", ""))
+          else "gemm")
+
+
 def resolve(implementation: str) -> str:
   """The convolution `implementation` runs on the current backend: 'xla', 'gemm' or 'ffi'.
 
-  'auto': on GPU/TPU 'xla' (cuDNN / the MXU convolution); on CPU 'gemm' when XLA sends
-  convolutions to YNNPACK (slow there), else 'ffi' when jnorm's CPU kernel could be
-  built (`cpu_kernels.status()`), else 'xla'.
+  'auto': on GPU/TPU 'xla' (cuDNN / the MXU convolution); on CPU 'ffi' when jnorm's CPU
+  kernels could be built (`cpu_kernels.status()`), else 'gemm' when XLA sends
+  convolutions to YNNPACK (slow there) and 'xla' on Eigen.
 
   Raises:
-    ConfigError: an unknown name, or 'ffi' where the CPU kernel cannot run.
+    ConfigError: an unknown name, or 'ffi' where the CPU kernels cannot run.
   """
   check_choice("conv_impl", implementation, IMPLEMENTATIONS)
   on_cpu = jax.default_backend() == "cpu"
@@ -179,9 +185,7 @@ def resolve(implementation: str) -> str:
     return implementation
   if not on_cpu:
     return "xla"
-  if not xla_cpu.eigen_convolutions(os.environ.get("XLA_FLAGS", "")):
-    return "gemm"
-  return "ffi" if cpu_kernels.available() else "xla"
+  return "ffi" if cpu_kernels.available() else _xla_or_gemm()
 
 
 def use_gemm(implementation: str) -> bool:
@@ -233,11 +237,13 @@ def conv_ffi(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
   compiled kernels (at larger strides the input gradient is XLA's); all agree with
   `conv_xla` to float32 rounding. Layers the kernels do not handle
   (`cpu_kernels.supports`: not float32, Cout not a multiple of 16, or a kernel of more
-  than `cpu_kernels.MAX_KERNEL_SIZE` elements) get `conv_xla`.
+  than `cpu_kernels.MAX_KERNEL_SIZE` elements) get XLA's convolution (`conv_xla`, or
+  `conv_gemm` when XLA sends convolutions to YNNPACK).
   Reverse-mode differentiation only (a `jax.custom_vjp`).
   """
   if not cpu_kernels.supports(x, kernel):
-    return conv_xla(x, kernel, strides=strides, padding=padding)
+    fallback = conv_gemm if _xla_or_gemm() == "gemm" else conv_xla
+    return fallback(x, kernel, strides=strides, padding=padding)
   return _conv_ffi(x, kernel, tuple(strides), tuple(map(tuple, padding)))
 
 
@@ -261,8 +267,9 @@ class Conv(nn.Module):
     param_dtype: parameter dtype.
     kernel_init, bias_init: as `nn.Conv`.
     implementation: 'xla' (lax.conv), 'gemm' (im2col + matmul), 'ffi' (lax.conv with
-      jnorm's CPU kernel gradient) or 'auto' (`resolve`: xla on GPU/TPU; on CPU ffi,
-      or gemm when XLA sends convolutions to YNNPACK).
+      jnorm's CPU kernel gradient) or 'auto' (`resolve`: xla on GPU/TPU; on CPU ffi
+      where the kernels build, else xla, or gemm when XLA sends convolutions to
+      YNNPACK).
   """
   features: int
   kernel_size: int | Sequence[int]

@@ -28,6 +28,7 @@ import pathlib
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import jax
@@ -95,18 +96,25 @@ def build(compiler: str, out_dir: pathlib.Path) -> pathlib.Path:
 
 @functools.cache
 def status() -> str | None:
-  """None when the kernel is built and registered with XLA, else why it is not."""
+  """None when the kernels are built and registered with XLA, else why they are not.
+
+  When they cannot be built (no compiler, a failed build), says so once on stderr:
+  'auto' then runs XLA's slower convolutions.
+  """
   if os.environ.get(OPT_OUT) == "0":
     return f"turned off by {OPT_OUT}=0"
   if platform.system() != "Linux":
     return "built on Linux only"
   compiler = _compiler()
-  if compiler is None:
-    return "no C++ compiler found (install g++ or set CXX)"
   try:
+    if compiler is None:
+      raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
     library = ctypes.CDLL(str(build(compiler, cache_dir())))
   except (OSError, RuntimeError) as error:
-    return str(error).splitlines()[0]
+    reason = str(error).splitlines()[0]
+    print(f"jnorm: CPU kernels not available ({reason}); using XLA's convolutions "
+          f"(slower; {OPT_OUT}=0 silences this)", file=sys.stderr)
+    return reason
   for target, symbol in TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
                                 platform="cpu")

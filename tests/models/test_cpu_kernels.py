@@ -159,12 +159,12 @@ def test_kernels_do_not_depend_on_the_thread_pool_size():
   assert bits_one == bits_all and len(bits_one) == 2
 
 
-def test_auto_resolves_to_ffi_on_cpu_under_eigen_convolutions(monkeypatch):
+def test_auto_resolves_to_ffi_on_cpu(monkeypatch):
   assert jax.default_backend() == "cpu"
-  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=reduce")
-  assert conv_lib.resolve("auto") == "ffi"
-  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-  assert conv_lib.resolve("auto") == "gemm"  # XLA's default: YNNPACK convolutions
+  for flags in ("--xla_cpu_experimental_ynn_fusion_type=reduce",  # Eigen convolutions
+                "--xla_force_host_platform_device_count=2"):  # YNNPACK convolutions
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    assert conv_lib.resolve("auto") == "ffi"
   assert [conv_lib.resolve(n) for n in ("xla", "gemm", "ffi")] == ["xla", "gemm", "ffi"]
 
 
@@ -180,13 +180,15 @@ def test_without_the_kernel_auto_is_xla_and_ffi_is_a_one_line_config_error(monke
                             (3, 3, 8, 16), strides=(1, 1), padding=((1, 1), (1, 1)))
 
 
-def test_status_names_why_the_kernel_is_off(monkeypatch):
+def test_status_names_why_the_kernel_is_off(monkeypatch, capsys):
   monkeypatch.setenv(cpu_kernels.OPT_OUT, "0")
   assert "JNORM_CPU_KERNELS=0" in cpu_kernels.status.__wrapped__()
   monkeypatch.delenv(cpu_kernels.OPT_OUT)
   monkeypatch.delenv("CXX", raising=False)
   monkeypatch.setattr(cpu_kernels.shutil, "which", lambda name: None)
   assert "no C++ compiler" in cpu_kernels.status.__wrapped__()
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "using XLA's convolutions" in err
 
 
 def _script(path: pathlib.Path, body: str) -> str:

@@ -224,7 +224,9 @@ def test_conv_module_is_a_drop_in_for_nn_conv():
 
 
 def test_auto_uses_gemm_on_cpu_only_under_ynnpack_convolutions(monkeypatch):
+  # Without jnorm's CPU kernels (tests/models/test_cpu_kernels.py covers them).
   assert jax.default_backend() == "cpu"
+  monkeypatch.setattr(conv_lib.cpu_kernels, "status", lambda: "turned off")
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=reduce")
   assert not conv_lib.use_gemm("auto")  # jnorm's default: Eigen convolutions
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
