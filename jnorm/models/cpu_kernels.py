@@ -122,7 +122,7 @@ def status() -> str | None:
 
 
 def available() -> bool:
-  """True when `kernel_grad` can run (the kernel is built and registered)."""
+  """True when the kernels can run (built and registered with XLA)."""
   return status() is None
 
 
