@@ -194,9 +194,9 @@ def use_gemm(implementation: str) -> bool:
 
 
 def _forward(x, kernel, strides, padding):
-  out_hw = tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi)
-                 in zip(x.shape[1:3], kernel.shape[:2], strides, padding))
-  return cpu_kernels.conv(x, kernel, out_hw, strides=strides, padding=padding)
+  out = lax.conv_general_shape_tuple(x.shape, kernel.shape, strides, padding,
+                                     ("NHWC", "HWIO", "NHWC"))
+  return cpu_kernels.conv(x, kernel, out[1:3], strides=strides, padding=padding)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
