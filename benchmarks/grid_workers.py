@@ -8,6 +8,10 @@ researcher waits for) and times it from outside. The arms alternate within each 
 and the ratio of the single process's wall time to the workers' (> 1: the workers
 finish sooner). It also checks that both give every sub-run the same final kNN accuracy
 and loss (a worker keeps XLA's thread pool of a single process: jnorm/jobs/workers.py).
+JAX's persistent compilation cache is off in every measurement
+(`JNORM_COMPILATION_CACHE=0`), so each compiles as the first run on a machine would and
+no arm loads what an earlier measurement compiled (benchmarks/compile_cache.py measures
+the cache itself).
 
     python benchmarks/grid_workers.py                         # Fashion-MNIST pilot grid (2 seeds), 8 epochs
     python benchmarks/grid_workers.py --seeds 0,1,2,3 --epochs 4 --rounds 2
@@ -73,7 +77,7 @@ def measure(args, workers: int) -> tuple[float, dict]:
   with tempfile.TemporaryDirectory(prefix="jnorm_grid_bench_") as workdir:
     start = time.perf_counter()
     proc = subprocess.run(command(args, workdir, workers), capture_output=True, text=True,
-                          cwd=REPO_ROOT)
+                          cwd=REPO_ROOT, env={**os.environ, "JNORM_COMPILATION_CACHE": "0"})
     wall = time.perf_counter() - start
     if proc.returncode != 0:
       sys.exit(f"grid_workers: the grid with workers={workers} failed: "

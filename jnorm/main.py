@@ -22,6 +22,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+from jnorm import caches
 from jnorm import errors
 from jnorm import jobs
 
@@ -258,6 +259,7 @@ def _main(argv: list) -> int:
     job = config.get("job")
     if job in jobs.JOBS and job != "train":  # the train job creates it once checks pass
       os.makedirs(workdir, exist_ok=True)
+    caches.enable_compilation_cache()
     results = jobs.run_job(config, workdir)
   except errors.ConfigError as exc:
     _fail(_one_line(exc), 2)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 import jax
 import ml_collections
 
+from jnorm import caches
 from jnorm import errors
 from jnorm import xla_cpu
 
@@ -80,6 +81,7 @@ def _worker(index: int, cores: list[int], todo: list, workdir: str, train_fn,
   """One worker process: starts XLA, pins its threads to `cores`, trains its sub-runs."""
   jax.devices()  # XLA's thread pool as in a single process: the same float32 results
   pin_threads(cores)
+  caches.enable_compilation_cache()  # a fresh interpreter: the parent's setting is not here
   todo = [(name, seed, without_progress_bars(cfg)) for name, seed, cfg in todo]
   try:
     train_missing(todo, workdir, train_fn, label=f"worker {index}")

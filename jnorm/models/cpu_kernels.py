@@ -34,6 +34,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
+from jnorm import caches
 from jnorm.errors import ConfigError
 
 SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
@@ -41,14 +42,12 @@ SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
 TARGETS = {"jnorm_conv_kernel_grad": "JnormConvKernelGrad",
            "jnorm_conv_forward": "JnormConvForward"}
 OPT_OUT = "JNORM_CPU_KERNELS"
-CACHE_ENV = "JNORM_CACHE_DIR"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 
 
 def cache_dir() -> pathlib.Path:
   """Where built kernels are kept: `$JNORM_CACHE_DIR/kernels` or ~/.cache/jnorm/kernels."""
-  root = os.environ.get(CACHE_ENV) or pathlib.Path.home() / ".cache" / "jnorm"
-  return pathlib.Path(root) / "kernels"
+  return caches.cache_root() / "kernels"
 
 
 def _compiler() -> str | None:
