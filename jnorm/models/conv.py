@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jnorm import xla_cpu
-from jnorm.errors import ConfigError, check_choice
+from jnorm.errors import check_choice
 from jnorm.models import cpu_kernels
 
 IMPLEMENTATIONS = ("auto", "xla", "gemm", "ffi")
@@ -179,8 +179,7 @@ def resolve(implementation: str) -> str:
   on_cpu = jax.default_backend() == "cpu"
   if implementation == "ffi" and not (on_cpu and cpu_kernels.available()):
     reason = cpu_kernels.status() if on_cpu else f"backend is {jax.default_backend()}"
-    raise ConfigError(f"conv_impl='ffi' is jnorm's CPU kernel and cannot run here "
-                      f"({reason}); use conv_impl='auto' or 'xla'")
+    raise cpu_kernels.unavailable(reason)
   if implementation != "auto":
     return implementation
   if not on_cpu:

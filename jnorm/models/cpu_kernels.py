@@ -139,11 +139,16 @@ def supports(x: jax.Array, kernel: jax.Array) -> bool:
           and kernel.shape[-1] % 16 == 0 and kernel.size <= MAX_KERNEL_SIZE)
 
 
+def unavailable(reason: str) -> ConfigError:
+  """The one-line error for the kernels asked for where they cannot run."""
+  return ConfigError(f"conv_impl='ffi' is jnorm's CPU kernels, which cannot run here "
+                     f"({reason}); use conv_impl='auto' or 'xla'")
+
+
 def _call(target: str, a: jax.Array, b: jax.Array, out_shape: tuple[int, ...], *,
           strides: tuple[int, int], padding: tuple[tuple[int, int], ...]) -> jax.Array:
   if (reason := status()) is not None:
-    raise ConfigError(f"jnorm's CPU kernel cannot run here ({reason}); "
-                      "use conv_impl='auto' or 'xla'")
+    raise unavailable(reason)
   call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(out_shape, jnp.float32),
                           vmap_method="sequential")
   return call(a, b, sh=int(strides[0]), sw=int(strides[1]), pt=int(padding[0][0]),
