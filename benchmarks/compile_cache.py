@@ -50,7 +50,10 @@ def parse_args(argv=None):
 
 def command(args, workdir: str) -> list[str]:
   """The `python -m jnorm.main` command line of one measurement."""
-  progress = ("--config.base.progress_bar=False" if "compare" in args.config
+  from jnorm import jobs  # pylint: disable=import-outside-toplevel
+  config = jobs.load_config_file(*os.path.join(REPO_ROOT, args.config).split(":"))
+  # A comparison's training settings are under `base`; a single run's at the top.
+  progress = ("--config.base.progress_bar=False" if "base" in config
               else "--config.progress_bar=False")
   return [sys.executable, "-m", "jnorm.main", "--config",
           os.path.join(REPO_ROOT, args.config), "--workdir", workdir, progress,

@@ -265,8 +265,8 @@ class Conv(nn.Module):
     dtype: computation dtype (inputs and kernel are promoted to it).
     param_dtype: parameter dtype.
     kernel_init, bias_init: as `nn.Conv`.
-    implementation: 'xla' (lax.conv), 'gemm' (im2col + matmul), 'ffi' (lax.conv with
-      jnorm's CPU kernel gradient) or 'auto' (`resolve`: xla on GPU/TPU; on CPU ffi
+    implementation: 'xla' (lax.conv), 'gemm' (im2col + matmul), 'ffi' (jnorm's CPU
+      kernels, `conv_ffi`) or 'auto' (`resolve`: xla on GPU/TPU; on CPU ffi
       where the kernels build, else xla, or gemm when XLA sends convolutions to
       YNNPACK).
   """
