@@ -25,11 +25,17 @@ Threads: XLA:CPU runs its intra-op (Eigen) pool on every core it sees; with
 intra_op_parallelism_threads=1`, otherwise it leaves the default pool (os.cpu_count()
 threads) and passes `--threads` to torch.set_num_threads. Prints one line per figure,
 then one JSON line.
+
+Each jnorm line also gives the fastest and the slowest step, the cores kept busy (CPU
+time over wall time, median over steps) and how many steps took page faults. A slow
+step that kept as many cores busy did the same work more slowly: the host was slower
+(on this VM the same step ranged 0.118-0.226 s, benchmarks/README.md).
 """
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -131,12 +137,17 @@ def time_jnorm(runner, steps: int) -> list[float]:
   times = []
   for _ in range(steps):
     t0, c0 = time.perf_counter(), time.process_time()
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     state, loss = step(state, *views)
     jax.block_until_ready((state, loss))
     times.append(time.perf_counter() - t0)
     # CPU seconds of this process (all threads): less sensitive than wall time to
-    # other processes competing for the cores, but counts spin-waiting threads.
+    # other processes competing for the cores, but counts spin-waiting threads. A slow
+    # step whose CPU time grew in proportion did the same work more slowly (the host);
+    # page faults (memory given back and touched again) are counted apart.
     runner.setdefault("cpu_times", []).append(time.process_time() - c0)
+    runner.setdefault("faults", []).append(
+        resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
   runner["state"], runner["loss"] = state, float(loss)
   return times
 
@@ -182,7 +193,7 @@ def main(argv=None):
     runner = {"step": step, "state": state, "views": views}
     time_jnorm(runner, 1 + args.warmup)  # compile + warm-up, untimed
     runner["compile_s"] = time.perf_counter() - t0
-    runner["times"], runner["cpu_times"] = [], []
+    runner["times"], runner["cpu_times"], runner["faults"] = [], [], []
     runners[impl] = runner
   torch_times = []
   for r in range(args.rounds):
@@ -213,10 +224,17 @@ def main(argv=None):
     pps = args.batch / med
     entry = {"median_step_s": round(med, 4), "pairs_per_sec": round(pps, 3),
              "n": len(runner["times"]), "compile_s": round(runner["compile_s"], 1),
+             "min_step_s": round(min(runner["times"]), 4),
+             "max_step_s": round(max(runner["times"]), 4),
              "median_cpu_s": round(statistics.median(runner["cpu_times"]), 4),
+             "cpu_per_wall": round(statistics.median(
+                 c / t for c, t in zip(runner["cpu_times"], runner["times"])), 2),
+             "steps_with_page_faults": sum(f > 0 for f in runner["faults"]),
              "last_loss": round(runner["loss"], 4)}
     line = (f"jnorm {impl:7s}: {med:8.3f} s/step  {pps:7.2f} pairs/s  "
-            f"(cpu {entry['median_cpu_s']:.2f} s/step)")
+            f"(min {entry['min_step_s']:.3f}, max {entry['max_step_s']:.3f}; "
+            f"cpu {entry['median_cpu_s']:.2f} s/step, {entry['cpu_per_wall']:.2f} cores; "
+            f"page faults in {entry['steps_with_page_faults']} of {entry['n']} steps)")
     if torch_pps:
       entry["ratio_to_torch"] = round(pps / torch_pps, 3)
       line += f"  ratio jnorm/torch {pps / torch_pps:.2f}"

@@ -54,6 +54,17 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), (AXIS,))
 
 
+def init_compiler_options() -> dict | None:
+  """XLA options for compiling a network's initialisation: LLVM optimisation level 1 on CPU.
+
+  The initialisers run once per run, as about 180 random-number fusions that XLA:CPU
+  spends 5-9 s optimising at its default level; level 1 compiles them in half the time
+  and gives the same parameters bit for bit (tests/training/test_train_step.py;
+  benchmarks/README.md). None (XLA's defaults) on other backends.
+  """
+  return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
+
+
 def create_train_state(*, net, tx: optax.GradientTransformation, seed: int, sample_input,
                        cut_factor: float = 1.0, cut_scope: str = "all",
                        cut_bn_affine: bool = True, with_target: bool = False) -> TrainState:
@@ -68,7 +79,9 @@ def create_train_state(*, net, tx: optax.GradientTransformation, seed: int, samp
     with_target: also create BYOL's target network (a copy of the cut params).
   """
   init_key, run_key = jax.random.split(jax.random.key(seed))
-  variables = jax.jit(functools.partial(net.init, train=True))(init_key, sample_input)
+  init = jax.jit(functools.partial(net.init, train=True),
+                 compiler_options=init_compiler_options())
+  variables = init(init_key, sample_input)
   params = optim.cut_init(variables["params"], cut_factor=cut_factor, cut_scope=cut_scope,
                           cut_bn_affine=cut_bn_affine,
                           batch_stats=variables.get("batch_stats", {}))

@@ -1,5 +1,6 @@
 """The sharded train step: every method runs, device-count invariance, multi-process."""
 
+import functools
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import optax
 import pytest
 
 from jnorm import methods
+from jnorm.models import build
 from jnorm.training import step as ts
 import multiprocess_worker as mw
 
@@ -54,6 +56,20 @@ def test_every_method_trains_a_few_steps(method):
                  new.target_params, want)
   if method == "simsiam":
     assert "norm_predictor_v2_mean" in metrics
+
+
+def test_initialisation_at_optimisation_level_one_is_bit_identical():
+  # create_train_state compiles the initialisers at LLVM level 1 on CPU (half the compile
+  # time); the parameters must be XLA's default level's, bit for bit.
+  assert ts.init_compiler_options() == {"xla_backend_optimization_level": 1}
+  cfg = build.default_model_config()
+  cfg.backbone, cfg.projector_dims = "small_resnet", (128, 128)
+  init = functools.partial(build.build_ssl_net(cfg).init, train=True)
+  key, x = jax.random.key(7), jnp.zeros((2, 16, 16, 1))
+  fast = jax.jit(init, compiler_options=ts.init_compiler_options())(key, x)
+  default = jax.jit(init)(key, x)
+  leaves = jax.tree.leaves(jax.tree.map(np.array_equal, fast, default))
+  assert len(leaves) > 40 and all(leaves)
 
 
 def test_effective_step_is_lr_over_squared_norm():
