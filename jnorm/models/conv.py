@@ -159,6 +159,26 @@ def fusion_barrier(y: jax.Array) -> jax.Array:
   return lax.cond(always, lambda a: a, lambda a: a + 1, y)
 
 
+def barrier_for(x: jax.Array, *kernel_shapes: Sequence[int], implementation: str = "auto",
+                dtype: Any = None) -> jax.Array:
+  """`fusion_barrier(x)` where it pays, else `x`: before convolutions that read `x`.
+
+  The barrier saves the transposing copies of XLA's kernel gradient; jnorm's CPU kernels
+  read their input as stored, so before convolutions that all run on them it would only
+  add a copy of `x` (2.4% of the SmallResNet step, benchmarks/README.md).
+
+  Args:
+    x: the activation the convolutions read.
+    *kernel_shapes: each reading convolution's kernel shape [kh, kw, Cin, Cout].
+    implementation: their `Conv.implementation`.
+    dtype: their computation dtype (None: x's).
+  """
+  dtype = x.dtype if dtype is None else dtype
+  on_kernels = resolve(implementation) == "ffi" and all(
+      cpu_kernels.supports_kernel(shape, dtype) for shape in kernel_shapes)
+  return x if on_kernels else fusion_barrier(x)
+
+
 def _xla_or_gemm() -> str:
   """XLA's own convolutions on CPU: 'xla' on Eigen, 'gemm' when they go to YNNPACK."""
   return ("xla" if xla_cpu.eigen_convolutions(os.environ.get("XLA_FLAGS", ""))

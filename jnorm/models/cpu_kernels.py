@@ -23,6 +23,7 @@ kernels off. Where they cannot be built (no compiler), `status()` says why and
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import pathlib
 import platform
@@ -30,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -132,11 +134,18 @@ def available() -> bool:
 MAX_KERNEL_SIZE = 2**18
 
 
+def supports_kernel(kernel_shape: Sequence[int], dtype) -> bool:
+  """True for the kernels the CPU kernels are used for: float32 [kh, kw, Cin, Cout], Cout
+  a multiple of 16, at most `MAX_KERNEL_SIZE` elements."""
+  return (dtype == jnp.float32 and kernel_shape[-1] % 16 == 0
+          and math.prod(kernel_shape) <= MAX_KERNEL_SIZE)
+
+
 def supports(x: jax.Array, kernel: jax.Array) -> bool:
-  """True for the convolutions the kernels are used for: float32 NHWC, Cout a multiple
-  of 16, at most `MAX_KERNEL_SIZE` kernel elements."""
-  return (x.dtype == jnp.float32 and kernel.dtype == jnp.float32 and x.ndim == 4
-          and kernel.shape[-1] % 16 == 0 and kernel.size <= MAX_KERNEL_SIZE)
+  """True for the convolutions the kernels are used for: float32 NHWC input, and a
+  kernel `supports_kernel` accepts."""
+  return (x.ndim == 4 and x.dtype == kernel.dtype
+          and supports_kernel(kernel.shape, kernel.dtype))
 
 
 def unavailable(reason: str) -> ConfigError:

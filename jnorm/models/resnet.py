@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jnorm.models.conv import Conv, fusion_barrier
+from jnorm.models.conv import Conv, barrier_for
 
 # torch.nn.init.kaiming_normal_(mode='fan_out', nonlinearity='relu'): untruncated
 # normal, std = sqrt(2 / (Cout * kh * kw)).
@@ -29,20 +29,28 @@ STEMS = ("cifar", "imagenet")
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convs (ResNet-18/34). x: [B, H, W, C] -> [B, H/s, W/s, filters]."""
+  """Two 3x3 convs (ResNet-18/34). x: [B, H, W, C] -> [B, H/s, W/s, filters].
+
+  `barrier(x, *kernel_shapes)` is `conv.barrier_for` with the network's convolution
+  settings: each ReLU output passes through it before the convolutions that read it.
+  """
   filters: int
   strides: int
   conv: Callable[..., nn.Module]
   norm: Callable[..., nn.Module]
+  barrier: Callable[..., jax.Array]
   zero_init_residual: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    cin, f = x.shape[-1], self.filters
+    shortcut = [(1, 1, cin, f)] if self.strides != 1 or cin != f else []
+    x = self.barrier(x, (3, 3, cin, f), *shortcut)
     residual = x
     # Explicit (1, 1) padding as torch's padding=1; 'SAME' would pad (0, 1) at stride 2.
     y = self.conv(self.filters, (3, 3), self.strides, padding=((1, 1), (1, 1)),
                   name="conv1")(x)
-    y = fusion_barrier(nn.relu(self.norm(name="bn1")(y)))
+    y = self.barrier(nn.relu(self.norm(name="bn1")(y)), (3, 3, f, f))
     y = self.conv(self.filters, (3, 3), 1, padding=((1, 1), (1, 1)),
                   name="conv2")(y)
     last_scale = nn.initializers.zeros_init() if self.zero_init_residual else nn.initializers.ones_init()
@@ -51,26 +59,31 @@ class BasicBlock(nn.Module):
       residual = self.conv(self.filters, (1, 1), self.strides, padding="VALID",
                            name="shortcut_conv")(residual)
       residual = self.norm(name="shortcut_bn")(residual)
-    return fusion_barrier(nn.relu(y + residual.astype(y.dtype)))
+    return nn.relu(y + residual.astype(y.dtype))
 
 
 class BottleneckBlock(nn.Module):
-  """1x1 -> 3x3 (strided, torchvision v1.5) -> 1x1 x4 (ResNet-50)."""
+  """1x1 -> 3x3 (strided, torchvision v1.5) -> 1x1 x4 (ResNet-50); `barrier` as in
+  `BasicBlock`."""
   filters: int
   strides: int
   conv: Callable[..., nn.Module]
   norm: Callable[..., nn.Module]
+  barrier: Callable[..., jax.Array]
   zero_init_residual: bool = True
   expansion: int = 4
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    cin, f, fout = x.shape[-1], self.filters, self.filters * self.expansion
+    shortcut = [(1, 1, cin, fout)] if self.strides != 1 or cin != fout else []
+    x = self.barrier(x, (1, 1, cin, f), *shortcut)
     residual = x
     y = self.conv(self.filters, (1, 1), 1, padding="VALID", name="conv1")(x)
-    y = fusion_barrier(nn.relu(self.norm(name="bn1")(y)))
+    y = self.barrier(nn.relu(self.norm(name="bn1")(y)), (3, 3, f, f))
     y = self.conv(self.filters, (3, 3), self.strides, padding=((1, 1), (1, 1)),
                   name="conv2")(y)
-    y = fusion_barrier(nn.relu(self.norm(name="bn2")(y)))
+    y = self.barrier(nn.relu(self.norm(name="bn2")(y)), (1, 1, f, fout))
     y = self.conv(self.filters * self.expansion, (1, 1), 1, padding="VALID",
                   name="conv3")(y)
     last_scale = nn.initializers.zeros_init() if self.zero_init_residual else nn.initializers.ones_init()
@@ -79,7 +92,7 @@ class BottleneckBlock(nn.Module):
       residual = self.conv(self.filters * self.expansion, (1, 1), self.strides,
                            padding="VALID", name="shortcut_conv")(residual)
       residual = self.norm(name="shortcut_bn")(residual)
-    return fusion_barrier(nn.relu(y + residual.astype(y.dtype)))
+    return nn.relu(y + residual.astype(y.dtype))
 
 
 class ResNet(nn.Module):
@@ -120,6 +133,8 @@ class ResNet(nn.Module):
     conv = functools.partial(Conv, use_bias=False, dtype=self.dtype,
                              kernel_init=kaiming_fan_out,
                              implementation=self.conv_impl)
+    barrier = functools.partial(barrier_for, implementation=self.conv_impl,
+                                dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=1e-5,
                              dtype=jnp.float32, param_dtype=jnp.float32,
@@ -130,14 +145,14 @@ class ResNet(nn.Module):
     else:
       x = conv(self.num_filters, (7, 7), 2, padding=((3, 3), (3, 3)),
                name="stem_conv")(x)
-    x = fusion_barrier(nn.relu(norm(name="stem_bn")(x)))
+    x = nn.relu(norm(name="stem_bn")(x))
     if self.stem == "imagenet":
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(filters=self.num_filters * 2**i, strides=strides,
-                           conv=conv, norm=norm,
+                           conv=conv, norm=norm, barrier=barrier,
                            zero_init_residual=self.zero_init_residual,
                            name=f"stage{i + 1}_block{j + 1}")(x)
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))

@@ -225,12 +225,34 @@ def test_ssl_net_gradients_with_ffi_match_xla():
       out, _ = net.apply({**variables, "params": params}, x, train=True,
                          mutable=["batch_stats"])
       return jnp.sum(jnp.tanh(out["projector"]))
-    return jax.jit(jax.grad(loss))(variables["params"])
+    compiled = jax.jit(jax.grad(loss)).lower(variables["params"]).compile()
+    return compiled(variables["params"]), compiled.as_text().count("conditional(")
 
-  got, want = grads("ffi"), grads("xla")
+  (got, ffi_barriers), (want, xla_barriers) = grads("ffi"), grads("xla")
+  # Every convolution runs on the kernels: no fusion barrier is left in the step. On
+  # XLA's, six (each block's input and its first ReLU), each a conditional in the
+  # forward pass and one in the backward.
+  assert (ffi_barriers, xla_barriers) == (0, 12)
   leaves = jax.tree_util.tree_leaves_with_path(got)
   assert len(leaves) > 10
   for (path, a), b in zip(leaves, jax.tree.leaves(want)):
     scale = float(jnp.abs(b).max())
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale,
                                err_msg=jax.tree_util.keystr(path))
+
+
+def test_the_barrier_stands_only_before_convolutions_on_xlas_kernel_gradient():
+  x = jax.nn.relu(jax.random.normal(jax.random.key(0), (2, 4, 4, 32)))
+
+  def barriers(*kernel_shapes, **kw):
+    fn = jax.jit(lambda x: conv_lib.barrier_for(x, *kernel_shapes, **kw) * 2)
+    return fn.lower(x).compile().as_text().count("conditional(")
+
+  assert conv_lib.barrier_for(x, (3, 3, 32, 32), implementation="ffi") is x
+  assert barriers((3, 3, 32, 32), (1, 1, 32, 64), implementation="auto") == 0
+  # Any reader on XLA's kernel gradient keeps it: a kernel above MAX_KERNEL_SIZE,
+  # bfloat16, Cout not a multiple of 16, or XLA's convolution asked for.
+  assert barriers((3, 3, 32, 32), (3, 3, 32, 2**14), implementation="ffi") == 1
+  assert barriers((3, 3, 32, 32), implementation="ffi", dtype=jnp.bfloat16) == 1
+  assert barriers((3, 3, 32, 8), implementation="ffi") == 1
+  assert barriers((3, 3, 32, 32), implementation="xla") == 1

@@ -131,8 +131,9 @@ def test_zero_init_residual_block_is_relu_of_shortcut(block_cls, cin, filters, s
                                                       zero_init):
   conv = lambda *a, **k: models.Conv(*a, use_bias=False, implementation="xla", **k)
   norm = lambda **k: nn.BatchNorm(use_running_average=False, momentum=0.9, **k)
+  barrier = functools.partial(conv_lib.barrier_for, implementation="xla")
   block = block_cls(filters=filters, strides=strides, conv=conv, norm=norm,
-                    zero_init_residual=zero_init)
+                    barrier=barrier, zero_init_residual=zero_init)
   # Post-ReLU inputs (non-negative), as every block sees inside the ResNet.
   x = jax.nn.relu(jax.random.normal(jax.random.key(0), (4, 6, 6, cin)))
   variables, y = jax.jit(_init_apply_block, static_argnums=0)(block, x)
