@@ -217,7 +217,7 @@ def test_reestimated_stats_match_each_batchnorm_input_of_an_ssl_net_in_train_mod
   captured = {}
 
   def capture(next_fun, args, kwargs, context):
-    if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+    if isinstance(context.module, models.BatchNorm) and context.method_name == "__call__":
       x = np.asarray(args[0], np.float64)
       captured.setdefault(context.module.path, []).append(x.reshape(-1, x.shape[-1]))
     return next_fun(*args, **kwargs)

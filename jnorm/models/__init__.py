@@ -1,4 +1,5 @@
-"""Models: ResNet backbones, projector/predictor heads, the SSL network, a fast conv.
+"""Models: ResNet backbones, projector/predictor heads, the SSL network, a fast conv
+and BatchNorm.
 
   from jnorm import models
   net = models.SSLNet(backbone=models.ResNet18(stem='cifar'),
@@ -9,6 +10,7 @@
   net = models.build_ssl_net(models.default_model_config())
 """
 
+from jnorm.models.batchnorm import BatchNorm
 from jnorm.models.build import BACKBONES, build_ssl_net, default_model_config
 from jnorm.models.conv import Conv, conv_ffi, conv_gemm, conv_xla
 from jnorm.models.conv import resolve as resolve_conv
@@ -17,7 +19,7 @@ from jnorm.models.resnet import (BasicBlock, BottleneckBlock, ResNet, ResNet18,
                                  ResNet34, ResNet50, SmallResNet)
 
 __all__ = [
-    "BACKBONES", "BasicBlock", "BottleneckBlock", "Conv", "Predictor", "Projector",
+    "BACKBONES", "BasicBlock", "BatchNorm", "BottleneckBlock", "Conv", "Predictor", "Projector",
     "ResNet", "ResNet18", "ResNet34", "ResNet50", "SSLNet", "SmallResNet",
     "build_ssl_net", "conv_ffi", "conv_gemm", "conv_xla", "default_model_config",
     "resolve_conv",

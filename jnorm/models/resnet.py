@@ -6,7 +6,8 @@ baseline of benchmarks/train_step.py is the same network. Layout is NHWC. Convol
 are `jnorm.models.conv.Conv` (native, or GEMM where it is faster), initialised
 Kaiming-normal with fan_out as torch's `kaiming_normal_(mode='fan_out')`.
 BatchNorm follows torch's defaults (momentum 0.1 -> Flax momentum 0.9, eps 1e-5)
-and always runs in float32.
+and always runs in float32; it is `jnorm.models.batchnorm.BatchNorm`, flax's with its
+gradient written out (the same variables and forward bits).
 
 Presets by `functools.partial`: ResNet18, ResNet34, ResNet50, SmallResNet.
 """
@@ -19,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jnorm.models.batchnorm import BatchNorm
 from jnorm.models.conv import Conv, barrier_for
 
 # torch.nn.init.kaiming_normal_(mode='fan_out', nonlinearity='relu'): untruncated
@@ -135,7 +137,7 @@ class ResNet(nn.Module):
                              implementation=self.conv_impl)
     barrier = functools.partial(barrier_for, implementation=self.conv_impl,
                                 dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+    norm = functools.partial(BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=1e-5,
                              dtype=jnp.float32, param_dtype=jnp.float32,
                              axis_name=self.bn_axis_name)
