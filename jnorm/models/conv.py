@@ -165,7 +165,7 @@ def barrier_for(x: jax.Array, *kernel_shapes: Sequence[int], implementation: str
 
   The barrier saves the transposing copies of XLA's kernel gradient; jnorm's CPU kernels
   read their input as stored, so before convolutions that all run on them it would only
-  add a copy of `x` (2.4% of the SmallResNet step, benchmarks/README.md).
+  add a copy of `x` (3.4% of the SmallResNet step, benchmarks/README.md).
 
   Args:
     x: the activation the convolutions read.
