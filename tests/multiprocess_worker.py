@@ -6,6 +6,8 @@ As a script: `python multiprocess_worker.py OUT.npz PROCESS_ID NUM_PROCESSES POR
 slice of the batch, and saves the losses and the final parameters.
 """
 
+import os
+import subprocess
 import sys
 
 import flax.linen as nn
@@ -13,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from jnorm.models import BatchNorm
 
 
 class _Projector(nn.Module):
@@ -29,18 +33,31 @@ class TinyNet(nn.Module):
   @nn.compact
   def __call__(self, x, train=True):
     h = nn.Dense(16)(x.reshape(x.shape[0], -1))
-    h = nn.BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name,
-                     momentum=0.9)(h)
+    h = BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name,
+                  momentum=0.9)(h)
     h = nn.relu(h)
     out = {"backbone": h}
     z = _Projector(name="projector")(h)
     out["projector"] = z
     if self.predictor:
       p = nn.Dense(16)(z)
-      p = nn.relu(nn.BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name,
-                               momentum=0.9)(p))
+      p = nn.relu(BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name,
+                            momentum=0.9)(p))
       out["predictor"] = nn.Dense(8)(p)
     return out
+
+
+def run_on_cpu_devices(num_devices: int, script: str, *args: str,
+                       **kwargs) -> subprocess.CompletedProcess:
+  """Runs `python -c script *args` on `num_devices` virtual CPU devices (a fresh
+  interpreter: the flag must be set before jax is imported) and fails the calling test
+  with the script's stderr if it exits non-zero. kwargs go to `subprocess.run` (cwd)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+  proc = subprocess.run([sys.executable, "-c", script, *args], env=env,
+                        capture_output=True, text=True, timeout=300, **kwargs)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return proc
 
 
 def noise_views(key, ids, images):

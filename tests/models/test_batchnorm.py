@@ -4,9 +4,6 @@ locally and with statistics averaged over a named axis."""
 
 import functools
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import flax.linen as nn
@@ -16,6 +13,7 @@ import numpy as np
 import pytest
 
 from jnorm.models.batchnorm import BatchNorm
+import multiprocess_worker as mw
 
 SETTINGS = dict(momentum=0.9, epsilon=1e-5)
 
@@ -125,11 +123,7 @@ _SHARD_MAP_SCRIPT = textwrap.dedent("""
 
 def test_statistics_averaged_over_a_mesh_axis_give_flaxs_gradients():
   # Four devices under shard_map, as the trainer runs synced BatchNorm, in float64.
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _SHARD_MAP_SCRIPT], env=env,
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = mw.run_on_cpu_devices(4, _SHARD_MAP_SCRIPT)
   diffs = json.loads(proc.stdout.strip().splitlines()[-1])
   assert diffs["synced"] < 1e-12, diffs
   assert diffs["local"] > 1e-3, diffs  # per-device statistics: a different gradient

@@ -2,9 +2,6 @@
 
 import functools
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import flax.linen as nn
@@ -16,6 +13,7 @@ import pytest
 from jnorm import models
 from jnorm.errors import ConfigError
 from jnorm.models import conv as conv_lib
+import multiprocess_worker as mw
 
 
 def _init_apply(net, x):
@@ -341,11 +339,7 @@ _SHARD_MAP_SCRIPT = textwrap.dedent("""
 
 
 def test_bn_axis_name_syncs_statistics_across_two_devices():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _SHARD_MAP_SCRIPT], env=env,
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = mw.run_on_cpu_devices(2, _SHARD_MAP_SCRIPT)
   diffs = json.loads(proc.stdout.strip().splitlines()[-1])
   assert diffs["synced"] < 1e-4, diffs
   assert diffs["stats"] < 1e-5, diffs  # relative to each statistic's largest entry

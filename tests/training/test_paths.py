@@ -21,8 +21,6 @@
 
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +38,7 @@ from jnorm.training import loop
 from jnorm.training import metrics as metrics_lib
 from jnorm.training import step as ts
 import paths_support as ps
+import multiprocess_worker as mw
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -311,11 +310,7 @@ print("job ok", res["final_loss"], res["knn_accuracy"])
 
 
 def test_unsynced_batchnorm_on_two_devices_is_the_mean_of_local_steps(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _UNSYNCED_SCRIPT, HERE, str(tmp_path / "run")],
-                        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-  assert proc.returncode == 0, proc.stderr[-4000:]
+  proc = mw.run_on_cpu_devices(2, _UNSYNCED_SCRIPT, HERE, str(tmp_path / "run"), cwd=ROOT)
   assert "step ok" in proc.stdout and "job ok" in proc.stdout, proc.stdout
 
 

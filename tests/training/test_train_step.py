@@ -146,11 +146,7 @@ print("local ok", l4, float(lr), l1)
 
 
 def test_one_device_equals_four_devices_in_both_negative_modes():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT, TESTS_DIR], env=env,
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = mw.run_on_cpu_devices(4, _DEVICES_SCRIPT, TESTS_DIR)
   assert "global ok simclr" in proc.stdout and "local ok" in proc.stdout
 
 
