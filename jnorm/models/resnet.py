@@ -3,7 +3,7 @@
 The reference trains torchvision-style ResNet-18/50 with zero-init residuals and,
 on CIFAR, a 3x3 stride-1 stem without max-pool (docs/paper.md §4.2); the torch
 baseline of benchmarks/train_step.py is the same network. Layout is NHWC. Convolutions
-are `jnorm.models.conv.Conv` (native, or GEMM where it is faster), initialised
+are `jnorm.models.conv.Conv` (native, GEMM or jnorm's CPU kernels), initialised
 Kaiming-normal with fan_out as torch's `kaiming_normal_(mode='fan_out')`.
 BatchNorm follows torch's defaults (momentum 0.1 -> Flax momentum 0.9, eps 1e-5)
 and always runs in float32; it is `jnorm.models.batchnorm.BatchNorm`, flax's with its

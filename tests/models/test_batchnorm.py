@@ -127,3 +127,4 @@ def test_statistics_averaged_over_a_mesh_axis_give_flaxs_gradients():
   diffs = json.loads(proc.stdout.strip().splitlines()[-1])
   assert diffs["synced"] < 1e-12, diffs
   assert diffs["local"] > 1e-3, diffs  # per-device statistics: a different gradient
+
