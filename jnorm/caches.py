@@ -13,8 +13,9 @@ of a comparison grid compiles the same step that the previous seed compiled
 (same shapes, same XLA flags, same jax and jaxlib: JAX's cache key covers them) loads
 the executables from disk instead. The key also covers the cache's own path (JAX puts
 a GPU autotuning directory inside it into the compile options), so a different
-`$JNORM_CACHE_DIR` starts an empty cache rather than reusing another's entries. A loaded executable is the compiled code itself, so
-results are bit for bit those of a fresh compilation (tested). The cache keeps at most
+`$JNORM_CACHE_DIR` starts an empty cache rather than reusing another's entries. A
+loaded executable is the compiled code itself, so results are bit for bit those of a
+fresh compilation (tested). The cache keeps at most
 `MAX_BYTES` on disk, evicting the least recently used entries.
 
 `JNORM_COMPILATION_CACHE=0` leaves the cache off; a cache directory the user gave JAX

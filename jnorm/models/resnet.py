@@ -57,7 +57,7 @@ class BasicBlock(nn.Module):
                   name="conv2")(y)
     last_scale = nn.initializers.zeros_init() if self.zero_init_residual else nn.initializers.ones_init()
     y = self.norm(scale_init=last_scale, name="bn2")(y)
-    if residual.shape != y.shape:
+    if shortcut:
       residual = self.conv(self.filters, (1, 1), self.strides, padding="VALID",
                            name="shortcut_conv")(residual)
       residual = self.norm(name="shortcut_bn")(residual)
@@ -90,7 +90,7 @@ class BottleneckBlock(nn.Module):
                   name="conv3")(y)
     last_scale = nn.initializers.zeros_init() if self.zero_init_residual else nn.initializers.ones_init()
     y = self.norm(scale_init=last_scale, name="bn3")(y)
-    if residual.shape != y.shape:
+    if shortcut:
       residual = self.conv(self.filters * self.expansion, (1, 1), self.strides,
                            padding="VALID", name="shortcut_conv")(residual)
       residual = self.norm(name="shortcut_bn")(residual)
