@@ -30,6 +30,15 @@ Each jnorm line also gives the fastest and the slowest step, the cores kept busy
 time over wall time, median over steps) and how many steps took page faults. A slow
 step that kept as many cores busy did the same work more slowly: the host was slower
 (on this VM the same step ranged 0.118-0.226 s, benchmarks/README.md).
+
+The matmul bound, measured in the same run: each round also times XLA's float32
+matmul of two 2048 x 2048 matrices (its GFLOP/s: what this machine's matmul reaches
+now), and the bound of a round is the step's FLOPs at that rate. The step's FLOPs are
+XLA's count (`cost_analysis()` of the same step lowered with XLA's convolutions, since
+jnorm's kernels are custom calls XLA cannot count; the multiply-adds on padding are
+not counted). Each jnorm line ends with its step over the bound: the median over
+rounds of the round's median step over the round's bound, so that the host's drift
+between minutes moves both alike.
 """
 
 import argparse
@@ -131,6 +140,35 @@ def make_jnorm_step(conv_impl: str, *, batch: int, image: int, arch: str = "resn
   return step, state, views
 
 
+MATMUL_N = 2048
+
+
+def step_flops(*, batch: int, image: int, arch: str) -> float:
+  """The step's FLOPs as XLA counts them: the step on XLA's convolutions, lowered (not
+  compiled) and cost-analysed."""
+  step, state, views = make_jnorm_step("xla", batch=batch, image=image, arch=arch)
+  return float(step.lower(state, *views).cost_analysis()["flops"])
+
+
+def make_matmul_probe(n: int = MATMUL_N):
+  """Returns rate(calls): the GFLOP/s of XLA's float32 [n, n] x [n, n] matmul now
+  (median of `calls` timed calls; compiled and warmed up here)."""
+  import jax
+  import jax.numpy as jnp
+  a, b = (jax.random.normal(jax.random.key(k), (n, n)) for k in (1, 2))
+  matmul = jax.jit(jnp.dot)
+  jax.block_until_ready(matmul(a, b))
+
+  def rate(calls: int = 5) -> float:
+    times = []
+    for _ in range(calls):
+      t0 = time.perf_counter()
+      jax.block_until_ready(matmul(a, b))
+      times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+  return rate
+
+
 def time_jnorm(runner, steps: int) -> list[float]:
   import jax
   step, state, views = runner["step"], runner["state"], runner["views"]
@@ -195,7 +233,9 @@ def main(argv=None):
     runner["compile_s"] = time.perf_counter() - t0
     runner["times"], runner["cpu_times"], runner["faults"] = [], [], []
     runners[impl] = runner
-  torch_times = []
+  flops = step_flops(batch=args.batch, image=args.image, arch=args.arch)
+  matmul_rate = make_matmul_probe()
+  rates, torch_times = [], []
   for r in range(args.rounds):
     if torch_ok:
       res = run_torch(args)
@@ -205,13 +245,24 @@ def main(argv=None):
     for impl, runner in runners.items():
       times = time_jnorm(runner, args.steps)
       runner["times"] += times
+      runner.setdefault("round_medians", []).append(statistics.median(times))
       print(f"round {r}: jnorm {impl} median {statistics.median(times):.3f} s/step",
             flush=True)
+    rates.append(matmul_rate())
+    print(f"round {r}: matmul {MATMUL_N}^3 {rates[-1]:.0f} GFLOP/s, bound "
+          f"{flops / 1e9 / rates[-1]:.3f} s/step", flush=True)
 
   result = {"arch": args.arch, "batch": args.batch, "image": args.image, "threads": args.threads,
             "cpu_count": os.cpu_count(), "xla_flags": xla_flags,
             "backend": jax.default_backend(), "rounds": args.rounds,
             "steps_per_round": args.steps, "torch_malloc": args.torch_malloc}
+  bounds = [flops / 1e9 / rate for rate in rates]
+  result["matmul"] = {"n": MATMUL_N, "gflop_per_s": [round(x, 1) for x in rates],
+                      "step_gflop": round(flops / 1e9, 3),
+                      "median_bound_s": round(statistics.median(bounds), 4)}
+  print(f"matmul bound : {statistics.median(bounds):8.3f} s/step  ({flops / 1e9:.2f} "
+        f"GFLOP at {statistics.median(rates):.0f} GFLOP/s, rounds "
+        f"{min(rates):.0f}-{max(rates):.0f})")
   torch_pps = None
   if torch_times:
     med = statistics.median(torch_times)
@@ -231,10 +282,14 @@ def main(argv=None):
                  c / t for c, t in zip(runner["cpu_times"], runner["times"])), 2),
              "steps_with_page_faults": sum(f > 0 for f in runner["faults"]),
              "last_loss": round(runner["loss"], 4)}
+    to_bound = [t / b for t, b in zip(runner["round_medians"], bounds)]
+    entry["ratio_to_bound"] = round(statistics.median(to_bound), 3)
+    entry["ratio_to_bound_range"] = [round(min(to_bound), 3), round(max(to_bound), 3)]
     line = (f"jnorm {impl:7s}: {med:8.3f} s/step  {pps:7.2f} pairs/s  "
             f"(min {entry['min_step_s']:.3f}, max {entry['max_step_s']:.3f}; "
             f"cpu {entry['median_cpu_s']:.2f} s/step, {entry['cpu_per_wall']:.2f} cores; "
-            f"page faults in {entry['steps_with_page_faults']} of {entry['n']} steps)")
+            f"page faults in {entry['steps_with_page_faults']} of {entry['n']} steps; "
+            f"{entry['ratio_to_bound']:.2f}x the matmul bound)")
     if torch_pps:
       entry["ratio_to_torch"] = round(pps / torch_pps, 3)
       line += f"  ratio jnorm/torch {pps / torch_pps:.2f}"

@@ -1,16 +1,19 @@
 """benchmarks/train_step.py --quick times the SmallResNet step with XLA's convolutions and
-with jnorm's CPU kernels, and reports each one's spread, cores and page faults."""
+with jnorm's CPU kernels, and reports each one's spread, cores and page faults, and its
+ratio to the matmul bound measured in the same run."""
 
 import json
 import os
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO_ROOT, "benchmarks", "train_step.py")
 
 
-def test_quick_small_run_reports_both_convolutions_and_their_spread(tmp_path):
+def test_quick_small_run_reports_both_convolutions_their_spread_and_bound(tmp_path):
   proc = subprocess.run(
       [sys.executable, SCRIPT, "--quick", "--arch", "small", "--image", "16",
        "--impls", "xla,ffi", "--no-torch"],
@@ -32,3 +35,17 @@ def test_quick_small_run_reports_both_convolutions_and_their_spread(tmp_path):
   # SGD steps to float32 rounding.
   losses = [result[f"jnorm_{impl}"]["last_loss"] for impl in ("xla", "ffi")]
   assert abs(losses[0] - losses[1]) < 1e-3, losses
+
+  # The matmul bound: the step's FLOPs at the matmul rate measured in the same run.
+  matmul, entry = result["matmul"], result["jnorm_ffi"]
+  # The step at batch 16, counted by hand with the padding taps: 18.6 GFLOP at batch 128
+  # (forward, input and kernel gradients of both views), so 2.33 at 16. XLA's count
+  # leaves out the multiply-adds on padding (at 16, 8 and 4 px, 8-31% of a 3x3 layer's).
+  assert 0.8 * 2.33 < matmul["step_gflop"] < 2.33, matmul
+  (rate,) = matmul["gflop_per_s"]  # one round
+  assert rate > 0
+  assert abs(matmul["median_bound_s"] - matmul["step_gflop"] / rate) < 1e-3
+  # One round: the ratio is the round's median step over that round's bound.
+  assert entry["ratio_to_bound"] == pytest.approx(
+      entry["median_step_s"] / matmul["median_bound_s"], rel=0.02)
+  assert entry["ratio_to_bound_range"] == [entry["ratio_to_bound"]] * 2

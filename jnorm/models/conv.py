@@ -13,8 +13,8 @@ matrix products plus copies, which XLA:CPU runs at GEMM speed. The summation ord
 differs from the native convolution, so results agree to float32 rounding, not
 bit for bit (tested in tests/models/test_models.py).
 
-`Conv(implementation='ffi')` runs the convolution, its kernel gradient and (at stride
-1) its input gradient on jnorm's compiled CPU kernels (`jnorm.models.cpu_kernels`):
+`Conv(implementation='ffi')` runs the convolution, its kernel gradient and (when Cin is
+a multiple of 16) its input gradient on jnorm's compiled CPU kernels (`jnorm.models.cpu_kernels`):
 XLA:CPU's own kernel gradient runs on about one core for the ResNets' small layers, and
 the kernels took the SmallResNet step from 1.04x to 1.29x torch (benchmarks/README.md).
 Layers they do not handle (not float32, Cout not a multiple of 16, or kernels of more
@@ -231,13 +231,8 @@ def _conv_ffi_fwd(x, kernel, strides, padding):
 def _conv_ffi_bwd(strides, padding, residuals, dy):
   x, kernel = residuals
   dw = cpu_kernels.kernel_grad(x, dy, kernel.shape, strides=strides, padding=padding)
-  kh, kw = kernel.shape[:2]
-  if tuple(strides) == (1, 1) and x.shape[-1] % 16 == 0:
-    # Stride 1: the input gradient is the correlation of dy with the kernel flipped in
-    # space and transposed (Cout <-> Cin), low paddings k - 1 - p.
-    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-    pads = ((kh - 1 - padding[0][0], 0), (kw - 1 - padding[1][0], 0))
-    dx = cpu_kernels.conv(dy, flipped, x.shape[1:3], strides=(1, 1), padding=pads)
+  if x.shape[-1] % 16 == 0:  # the correlation's Cout is Cin
+    dx = cpu_kernels.input_grad(dy, kernel, x.shape, strides=strides, padding=padding)
   else:
     _, x_vjp = jax.vjp(
         lambda x: conv_xla(x, kernel, strides=strides, padding=padding), x)
@@ -252,8 +247,9 @@ def conv_ffi(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
              padding: Sequence[tuple[int, int]]) -> jax.Array:
   """`conv_xla` on jnorm's CPU kernels (`cpu_kernels.conv`, `cpu_kernels.kernel_grad`).
 
-  The forward pass, the kernel gradient and, at stride 1, the input gradient run on the
-  compiled kernels (at larger strides the input gradient is XLA's); all agree with
+  The forward pass, the kernel gradient and, when Cin is a multiple of 16, the input
+  gradient (`cpu_kernels.input_grad`) run on the compiled kernels (else the input
+  gradient is XLA's); all agree with
   `conv_xla` to float32 rounding. Layers the kernels do not handle
   (`cpu_kernels.supports`: not float32, Cout not a multiple of 16, or a kernel of more
   than `cpu_kernels.MAX_KERNEL_SIZE` elements) get XLA's convolution (`conv_xla`, or

@@ -6,7 +6,8 @@ Cout) is tiny against the contraction (B*Ho*Wo), so the op runs on about one cor
 (benchmarks/README.md: 8.15 ms on 2 cores, 9.27 ms on one, for the 16 px 32 -> 32 layer
 at batch 128). `cpu_kernels.cc`, next to this file, has two kernels: `kernel_grad`,
 which splits the contraction between threads instead, and `conv`, a direct
-convolution (used for the forward pass and, at stride 1, the input gradient). Both keep
+convolution (used for the forward pass and, through `input_grad`, the input gradient).
+Both keep
 tiles of the output in vector registers and share work with XLA's thread pool; both
 give the same bits whatever the number of threads.
 
@@ -210,3 +211,55 @@ def kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...], *,
   """
   return _call("jnorm_conv_kernel_grad", x, dy, tuple(kernel_shape), strides=strides,
                padding=padding)
+
+
+def _phase_taps(k: int, stride: int, phase: int, pad: int) -> tuple[int, int]:
+  """For one spatial axis: the largest tap t < k that reaches input positions congruent
+  to `phase` (mod `stride`) (taps t, t - stride, ... all do), or -1 when none does; and
+  the low padding of that phase's correlation."""
+  taps = [t for t in range(k) if (t - phase - pad) % stride == 0]
+  return (taps[-1], (taps[-1] - phase - pad) // stride) if taps else (-1, 0)
+
+
+def input_grad(dy: jax.Array, kernel: jax.Array, x_shape: Sequence[int], *,
+               strides: tuple[int, int], padding: tuple[tuple[int, int], ...]) -> jax.Array:
+  """d(loss)/dx of `conv_xla(x, kernel)` given dy, on the `conv` kernel.
+
+  Input row i = s * m + r (s the stride, r its phase) receives dy[o] * w[t] from the taps
+  t = i + p - s * o (p the low padding), so t = r + p (mod s): each phase is a stride-1
+  correlation of dy with those taps, flipped in space and transposed (Cout <-> Cin).
+  At stride 1 that is the one correlation with the whole flipped kernel; at stride 2 a
+  3x3 kernel splits into 2x2, 2x1, 1x2 and 1x1 taps, and the phases are interleaved
+  (XLA computes it as a convolution of dy dilated with zeros: 1.4-1.8x slower for the
+  SmallResNet's 32 -> 64 stride-2 layer, 1.0-1.3x for its 64 -> 128 one; 2% of the
+  whole step at 16 px, benchmarks/README.md).
+
+  Args:
+    dy: [B, Ho, Wo, Cout] float32, the gradient at the convolution's output.
+    kernel: [kh, kw, Cin, Cout] float32, Cin a multiple of 16 (the correlation's Cout).
+    x_shape: (B, H, W, Cin), the convolution's input shape.
+    strides: (sh, sw).
+    padding: ((pt, pb), (pl, pr)); the high sides follow from the shapes.
+
+  Returns:
+    [B, H, W, Cin] float32, equal to XLA's input gradient to float32 rounding.
+  """
+  batch, h, w, cin = x_shape
+  (kh, kw), (sh, sw) = kernel.shape[:2], strides
+  mh, mw = -(-h // sh), -(-w // sw)  # rows and columns per phase (the last may overhang)
+  phases = []
+  for ry in range(sh):
+    row = []
+    for rx in range(sw):
+      (ty, pt), (tx, pl) = (_phase_taps(kh, sh, ry, padding[0][0]),
+                            _phase_taps(kw, sw, rx, padding[1][0]))
+      if ty < 0 or tx < 0:  # no tap reaches this phase (a 1x1 kernel at stride 2)
+        row.append(jnp.zeros((batch, mh, mw, cin), dy.dtype))
+        continue
+      taps = kernel[ty::-sh, tx::-sw].transpose(0, 1, 3, 2)
+      row.append(conv(dy, taps, (mh, mw), strides=(1, 1), padding=((pt, 0), (pl, 0))))
+    phases.append(row)
+  if sh == sw == 1:
+    return phases[0][0]
+  dx = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # [B, mh, sh, mw, sw, C]
+  return dx.reshape(batch, mh * sh, mw * sw, cin)[:, :h, :w]

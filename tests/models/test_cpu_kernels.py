@@ -29,6 +29,19 @@ CASES = [
     (1, 4, 4, 128, 128, 3, (1, 1), ((1, 1), (1, 1))),  # one image, wide layer
 ]
 
+# Input gradients on the kernels (Cin a multiple of 16), same fields.
+INPUT_GRAD_CASES = [
+    (4, 16, 16, 32, 64, 3, (2, 2), ((1, 1), (1, 1))),  # the ResNets' stride-2 3x3 layer
+    (3, 16, 16, 32, 64, 3, (2, 2), ((0, 1), (0, 1))),  # 'SAME' at stride 2
+    (4, 8, 8, 32, 64, 1, (2, 2), ((0, 0), (0, 0))),  # a 1x1 stride-2 shortcut
+    (3, 7, 9, 16, 32, 3, (2, 2), ((1, 1), (1, 1))),  # odd sizes: the last phase overhangs
+    (5, 9, 9, 16, 48, 3, (2, 1), ((0, 1), (1, 0))),  # uneven strides and padding
+    (2, 11, 10, 16, 16, 3, (3, 3), ((1, 1), (1, 1))),  # stride 3
+    (2, 5, 5, 16, 16, 7, (2, 2), ((3, 3), (3, 3))),  # a 7x7 kernel on a 5x5 image
+    (3, 6, 6, 16, 16, 1, (2, 2), ((1, 1), (1, 1))),  # a phase with negative low padding
+    CASES[0],  # stride 1: one phase
+]
+
 
 def _inputs(case, seed=0):
   batch, h, w, cin, cout, k, strides, padding = case
@@ -89,9 +102,32 @@ def test_conv_matches_the_float64_convolution(case):
   assert np.abs(off - want).max() > 0.1 * scale
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[4]])
+def _xla_input_grad(x, kernel, dy, strides, padding):
+  _, vjp = jax.vjp(lambda x: conv_lib.conv_xla(x, kernel, strides=strides, padding=padding), x)
+  return vjp(dy)[0]
+
+
+@pytest.mark.parametrize("case", INPUT_GRAD_CASES)
+def test_input_grad_matches_the_float64_gradient(case):
+  x, kernel, dy = _inputs(case)
+  strides, padding = case[6], case[7]
+  got = jax.jit(lambda dy, k: cpu_kernels.input_grad(
+      dy, k, x.shape, strides=strides, padding=padding))(dy, kernel)
+  with jax.enable_x64(True):
+    x64, k64, dy64 = (jnp.asarray(np.asarray(a), jnp.float64) for a in (x, kernel, dy))
+    want = np.asarray(_xla_input_grad(x64, k64, dy64, strides, padding))
+    # Phases interleaved in the wrong order would give this instead.
+    off = np.asarray(_xla_input_grad(x64, k64, jnp.roll(dy64, 1, axis=2), strides,
+                                     padding))
+  assert got.shape == x.shape and got.dtype == jnp.float32
+  scale = np.abs(want).max()
+  np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
+  assert np.abs(off - want).max() > 0.1 * scale
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[4], INPUT_GRAD_CASES[0]])
 def test_conv_ffi_value_and_gradients_match_float64(case):
-  # Stride 1 (input gradient on the kernel), stride 2 and uneven strides (XLA's).
+  # Input gradients on the kernels (stride 1 and 2) and XLA's (Cin 3 and 6).
   x, kernel, dy = _inputs(case, seed=1)
   strides, padding = case[6], case[7]
 
