@@ -64,25 +64,40 @@ def test_the_kernel_builds_here():
   assert cpu_kernels.status() is None, cpu_kernels.status()
 
 
+def _xla_input_grad(x, kernel, dy, strides, padding):
+  _, vjp = jax.vjp(lambda x: conv_lib.conv_xla(x, kernel, strides=strides, padding=padding), x)
+  return vjp(dy)[0]
+
+
+def _assert_matches_float64(got, reference, args, shifted):
+  """`got` (float32) within a few float32 ulps of the scale of `reference(*args)` in
+  float64, and a tolerance that discriminates: with `args[shifted]` one column off (a
+  kernel that read its input misaligned, or interleaved phases in the wrong order), the
+  reference lands far outside it. Returns the float64 reference."""
+  with jax.enable_x64(True):
+    args64 = [jnp.asarray(np.asarray(a), jnp.float64) for a in args]
+    want = np.asarray(reference(*args64))
+    args64[shifted] = jnp.roll(args64[shifted], 1, axis=2)
+    off = np.asarray(reference(*args64))
+  assert got.shape == want.shape and got.dtype == jnp.float32
+  scale = np.abs(want).max()
+  # float32 sums of up to 2,048 terms.
+  np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
+  assert np.abs(off - want).max() > 0.1 * scale
+  return want
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_kernel_grad_matches_the_float64_gradient(case):
   x, kernel, dy = _inputs(case)
   strides, padding = case[6], case[7]
   got = jax.jit(lambda x, dy: cpu_kernels.kernel_grad(
       x, dy, kernel.shape, strides=strides, padding=padding))(x, dy)
+  reference = functools.partial(_xla_kernel_grad, strides=strides, padding=padding)
+  want = _assert_matches_float64(got, reference, (x, kernel, dy), shifted=0)
+  # XLA's own float32 kernel gradient is as close.
   xla32 = _xla_kernel_grad(x, kernel, dy, strides, padding)
-  with jax.enable_x64(True):
-    x64, k64, dy64 = (jnp.asarray(np.asarray(a), jnp.float64) for a in (x, kernel, dy))
-    want = np.asarray(_xla_kernel_grad(x64, k64, dy64, strides, padding))
-    # A kernel that read its input one column off would compute this instead.
-    off = np.asarray(_xla_kernel_grad(jnp.roll(x64, 1, axis=2), k64, dy64, strides,
-                                      padding))
-  assert got.shape == kernel.shape and got.dtype == jnp.float32
-  scale = np.abs(want).max()
-  # float32 sums of up to 2,048 terms: both kernels within a few ulps of the scale.
-  np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
-  np.testing.assert_allclose(xla32, want, rtol=0, atol=2e-6 * scale)
-  assert np.abs(off - want).max() > 0.1 * scale  # the tolerance discriminates
+  np.testing.assert_allclose(xla32, want, rtol=0, atol=2e-6 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -91,20 +106,8 @@ def test_conv_matches_the_float64_convolution(case):
   strides, padding = case[6], case[7]
   got = jax.jit(lambda x, k: cpu_kernels.conv(
       x, k, dy.shape[1:3], strides=strides, padding=padding))(x, kernel)
-  with jax.enable_x64(True):
-    x64, k64 = (jnp.asarray(np.asarray(a), jnp.float64) for a in (x, kernel))
-    want = np.asarray(conv_lib.conv_xla(x64, k64, strides=strides, padding=padding))
-    off = np.asarray(conv_lib.conv_xla(jnp.roll(x64, 1, axis=2), k64, strides=strides,
-                                       padding=padding))
-  assert got.shape == dy.shape and got.dtype == jnp.float32
-  scale = np.abs(want).max()
-  np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
-  assert np.abs(off - want).max() > 0.1 * scale
-
-
-def _xla_input_grad(x, kernel, dy, strides, padding):
-  _, vjp = jax.vjp(lambda x: conv_lib.conv_xla(x, kernel, strides=strides, padding=padding), x)
-  return vjp(dy)[0]
+  reference = functools.partial(conv_lib.conv_xla, strides=strides, padding=padding)
+  _assert_matches_float64(got, reference, (x, kernel), shifted=0)
 
 
 @pytest.mark.parametrize("case", INPUT_GRAD_CASES)
@@ -113,16 +116,8 @@ def test_input_grad_matches_the_float64_gradient(case):
   strides, padding = case[6], case[7]
   got = jax.jit(lambda dy, k: cpu_kernels.input_grad(
       dy, k, x.shape, strides=strides, padding=padding))(dy, kernel)
-  with jax.enable_x64(True):
-    x64, k64, dy64 = (jnp.asarray(np.asarray(a), jnp.float64) for a in (x, kernel, dy))
-    want = np.asarray(_xla_input_grad(x64, k64, dy64, strides, padding))
-    # Phases interleaved in the wrong order would give this instead.
-    off = np.asarray(_xla_input_grad(x64, k64, jnp.roll(dy64, 1, axis=2), strides,
-                                     padding))
-  assert got.shape == x.shape and got.dtype == jnp.float32
-  scale = np.abs(want).max()
-  np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
-  assert np.abs(off - want).max() > 0.1 * scale
+  reference = functools.partial(_xla_input_grad, strides=strides, padding=padding)
+  _assert_matches_float64(got, reference, (x, kernel, dy), shifted=2)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[4], INPUT_GRAD_CASES[0]])
