@@ -59,65 +59,49 @@ def _xla_kernel_grad(x, kernel, dy, strides, padding):
   return vjp(dy)[0]
 
 
-def test_the_kernel_builds_here():
-  # Every other test of the 'ffi' path depends on this: CI has a C++ compiler.
-  assert cpu_kernels.status() is None, cpu_kernels.status()
-
-
 def _xla_input_grad(x, kernel, dy, strides, padding):
   _, vjp = jax.vjp(lambda x: conv_lib.conv_xla(x, kernel, strides=strides, padding=padding), x)
   return vjp(dy)[0]
 
 
-def _assert_matches_float64(got, reference, args, shifted):
-  """`got` (float32) within a few float32 ulps of the scale of `reference(*args)` in
-  float64, and a tolerance that discriminates: with `args[shifted]` one column off (a
-  kernel that read its input misaligned, or interleaved phases in the wrong order), the
-  reference lands far outside it. Returns the float64 reference."""
+def test_the_kernel_builds_here():
+  # Every other test of the 'ffi' path depends on this: CI has a C++ compiler.
+  assert cpu_kernels.status() is None, cpu_kernels.status()
+
+
+# Each kernel: its call on (x, kernel, dy), the function of XLA's it computes (on the same
+# arguments), and which argument a misaligned kernel (or phases interleaved in the wrong
+# order) would read one column off.
+KERNELS = {
+    "conv": (lambda x, k, dy, **kw: cpu_kernels.conv(x, k, dy.shape[1:3], **kw),
+             lambda x, k, dy, **kw: conv_lib.conv_xla(x, k, **kw), 0),
+    "kernel_grad": (lambda x, k, dy, **kw: cpu_kernels.kernel_grad(x, dy, k.shape, **kw),
+                    _xla_kernel_grad, 0),
+    "input_grad": (lambda x, k, dy, **kw: cpu_kernels.input_grad(dy, k, x.shape, **kw),
+                   _xla_input_grad, 2),
+}
+
+
+@pytest.mark.parametrize("name, case", [(name, case) for name in ("conv", "kernel_grad")
+                                        for case in CASES]
+                         + [("input_grad", case) for case in INPUT_GRAD_CASES])
+def test_kernel_matches_xla_in_float64(name, case):
+  ours, xlas, shifted = KERNELS[name]
+  args = _inputs(case)
+  geometry = {"strides": case[6], "padding": case[7]}
+  got = jax.jit(functools.partial(ours, **geometry))(*args)
   with jax.enable_x64(True):
     args64 = [jnp.asarray(np.asarray(a), jnp.float64) for a in args]
-    want = np.asarray(reference(*args64))
+    want = np.asarray(xlas(*args64, **geometry))
     args64[shifted] = jnp.roll(args64[shifted], 1, axis=2)
-    off = np.asarray(reference(*args64))
+    off = np.asarray(xlas(*args64, **geometry))
   assert got.shape == want.shape and got.dtype == jnp.float32
   scale = np.abs(want).max()
-  # float32 sums of up to 2,048 terms.
+  # float32 sums of up to 2,048 terms: the kernel and XLA's own float32 result within a
+  # few ulps of the scale, and a tolerance that discriminates.
   np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
+  np.testing.assert_allclose(xlas(*args, **geometry), want, rtol=0, atol=2e-6 * scale)
   assert np.abs(off - want).max() > 0.1 * scale
-  return want
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_kernel_grad_matches_the_float64_gradient(case):
-  x, kernel, dy = _inputs(case)
-  strides, padding = case[6], case[7]
-  got = jax.jit(lambda x, dy: cpu_kernels.kernel_grad(
-      x, dy, kernel.shape, strides=strides, padding=padding))(x, dy)
-  reference = functools.partial(_xla_kernel_grad, strides=strides, padding=padding)
-  want = _assert_matches_float64(got, reference, (x, kernel, dy), shifted=0)
-  # XLA's own float32 kernel gradient is as close.
-  xla32 = _xla_kernel_grad(x, kernel, dy, strides, padding)
-  np.testing.assert_allclose(xla32, want, rtol=0, atol=2e-6 * np.abs(want).max())
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_conv_matches_the_float64_convolution(case):
-  x, kernel, dy = _inputs(case)
-  strides, padding = case[6], case[7]
-  got = jax.jit(lambda x, k: cpu_kernels.conv(
-      x, k, dy.shape[1:3], strides=strides, padding=padding))(x, kernel)
-  reference = functools.partial(conv_lib.conv_xla, strides=strides, padding=padding)
-  _assert_matches_float64(got, reference, (x, kernel), shifted=0)
-
-
-@pytest.mark.parametrize("case", INPUT_GRAD_CASES)
-def test_input_grad_matches_the_float64_gradient(case):
-  x, kernel, dy = _inputs(case)
-  strides, padding = case[6], case[7]
-  got = jax.jit(lambda dy, k: cpu_kernels.input_grad(
-      dy, k, x.shape, strides=strides, padding=padding))(dy, kernel)
-  reference = functools.partial(_xla_input_grad, strides=strides, padding=padding)
-  _assert_matches_float64(got, reference, (x, kernel, dy), shifted=2)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[4], INPUT_GRAD_CASES[0]])
