@@ -1,4 +1,5 @@
-"""Throughput of the SimCLR ResNet-18 CIFAR train step: jnorm (xla / gemm conv) vs torch.
+"""Throughput of the SimCLR train step (ResNet-18 on CIFAR-sized inputs, or the experiments'
+SmallResNet with --arch small): jnorm (its conv implementations) vs torch.
 
 The step (the same as `../shared/bench/torch_baseline.py step`, relative to the
 repository root): random images held in memory, both views [B, 32, 32, 3] through
@@ -102,7 +103,6 @@ def make_jnorm_step(conv_impl: str, *, batch: int, image: int, arch: str = "resn
                     seed: int = 0):
   """Returns (step, state, views): a jitted SimCLR step with a donated state."""
   import jax
-  import jax.numpy as jnp
   import optax
   from jnorm import losses, models
 
@@ -212,7 +212,7 @@ def main(argv=None):
   if args.xla_default:
     os.environ["JNORM_XLA_CPU_DEFAULTS"] = "0"
   import jax
-  import jnorm  # applies jnorm.xla_cpu's flags unless --xla-default
+  import jnorm  # noqa: F401  (applies jnorm.xla_cpu's flags unless --xla-default)
   xla_flags = os.environ.get("XLA_FLAGS", "")
   print(f"XLA_FLAGS: {xla_flags!r}", flush=True)
   torch_ok = (not args.no_torch and bool(args.torch_python)
