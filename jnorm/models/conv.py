@@ -14,12 +14,13 @@ differs from the native convolution, so results agree to float32 rounding, not
 bit for bit (tested in tests/models/test_models.py).
 
 `Conv(implementation='ffi')` runs the convolution, its kernel gradient and (when Cin is
-a multiple of 16) its input gradient on jnorm's compiled CPU kernels (`jnorm.models.cpu_kernels`):
-XLA:CPU's own kernel gradient runs on about one core for the ResNets' small layers, and
-the kernels took the SmallResNet step from 1.04x to 1.29x torch (benchmarks/README.md).
-Layers they do not handle (not float32, Cout not a multiple of 16, or kernels of more
-than 2^18 elements, where XLA's are as fast) keep XLA's convolution. Being a
-`jax.custom_vjp`, it supports reverse-mode differentiation only (no `jax.jvp`).
+a multiple of 16) its input gradient on jnorm's compiled CPU kernels
+(`jnorm.models.cpu_kernels`): XLA:CPU's own kernel gradient runs on about one core for
+the ResNets' small layers, and the kernels took the SmallResNet step from 1.04x to 1.29x
+torch (benchmarks/README.md). Layers they do not handle (not float32, Cout not a
+multiple of 16, or kernels of more than 2^18 elements, where XLA's are as fast) keep
+XLA's convolution. Being a `jax.custom_vjp`, it supports reverse-mode differentiation
+only (no `jax.jvp`).
 
 `Conv(implementation='auto')` (`resolve`) keeps the native convolution on GPU/TPU,
 where it is fast; on CPU it uses 'ffi' when the kernels could be built, else the native
@@ -249,11 +250,10 @@ def conv_ffi(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
 
   The forward pass, the kernel gradient and, when Cin is a multiple of 16, the input
   gradient (`cpu_kernels.input_grad`) run on the compiled kernels (else the input
-  gradient is XLA's); all agree with
-  `conv_xla` to float32 rounding. Layers the kernels do not handle
-  (`cpu_kernels.supports`: not float32, Cout not a multiple of 16, or a kernel of more
-  than `cpu_kernels.MAX_KERNEL_SIZE` elements) get XLA's convolution (`conv_xla`, or
-  `conv_gemm` when XLA sends convolutions to YNNPACK).
+  gradient is XLA's); all agree with `conv_xla` to float32 rounding. Layers the kernels
+  do not handle (`cpu_kernels.supports`: not float32, Cout not a multiple of 16, or a
+  kernel of more than `cpu_kernels.MAX_KERNEL_SIZE` elements) get XLA's convolution
+  (`conv_xla`, or `conv_gemm` when XLA sends convolutions to YNNPACK).
   Reverse-mode differentiation only (a `jax.custom_vjp`).
   """
   if not cpu_kernels.supports(x, kernel):

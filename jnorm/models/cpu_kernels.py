@@ -7,9 +7,8 @@ Cout) is tiny against the contraction (B*Ho*Wo), so the op runs on about one cor
 at batch 128). `cpu_kernels.cc`, next to this file, has two kernels: `kernel_grad`,
 which splits the contraction between threads instead, and `conv`, a direct
 convolution (used for the forward pass and, through `input_grad`, the input gradient).
-Both keep
-tiles of the output in vector registers and share work with XLA's thread pool; both
-give the same bits whatever the number of threads.
+Both keep tiles of the output in vector registers and share work with XLA's thread
+pool; both give the same bits whatever the number of threads.
 
 The kernels are compiled on first use with the machine's C++ compiler (`$CXX`, else
 `c++` / `g++`) for the machine's own instruction set (`-march=native`, about 5 s) and
@@ -261,5 +260,6 @@ def input_grad(dy: jax.Array, kernel: jax.Array, x_shape: Sequence[int], *,
     phases.append(row)
   if sh == sw == 1:
     return phases[0][0]
-  dx = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # [B, mh, sh, mw, sw, C]
+  # [B, mh, sh, mw, sw, Cin]: row m of phase r is input row sh * m + r.
+  dx = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)
   return dx.reshape(batch, mh * sh, mw * sw, cin)[:, :h, :w]

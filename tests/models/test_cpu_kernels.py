@@ -60,7 +60,8 @@ def _xla_kernel_grad(x, kernel, dy, strides, padding):
 
 
 def _xla_input_grad(x, kernel, dy, strides, padding):
-  _, vjp = jax.vjp(lambda x: conv_lib.conv_xla(x, kernel, strides=strides, padding=padding), x)
+  _, vjp = jax.vjp(
+      lambda x: conv_lib.conv_xla(x, kernel, strides=strides, padding=padding), x)
   return vjp(dy)[0]
 
 
