@@ -16,11 +16,16 @@
 // so the result does not depend on how many threads ran it. Forward computes each
 // output element in one fixed order, on whichever thread.
 //
-// Both keep a register tile of the output (MR rows x 16*NV channels) in vector
+// Both keep a register tile of the output (MR rows x kLanes*NV channels) in vector
 // registers, so every vector load feeds MR fused multiply-adds. Built with the
-// machine's own instruction set (-march=native); GCC's vector extensions map v16 to one
-// AVX-512 register or two AVX2 registers. Work is shared between the calling thread and
-// XLA's intra-op thread pool.
+// machine's own instruction set (-march=native), at the machine's own vector width:
+// kLanes floats per register (16 with AVX-512, 8 with AVX2, else 4) and tiles sized to
+// its register file (32 registers with AVX-512, 16 with AVX2). A vector wider than the
+// machine's registers would not do: GCC then lowers it element by element (measured on
+// an AVX2 machine: 25-30x slower than XLA's convolutions). The tile shapes change only
+// which outputs are computed together, not the order of any sum, so every width gives
+// the same bits. Work is shared between the calling thread and XLA's intra-op thread
+// pool.
 
 #include <algorithm>
 #include <atomic>
@@ -39,15 +44,31 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-typedef float v16 __attribute__((vector_size(64)));
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kForwardRows = 8;  // 8 x 2 accumulators + 2 weights + 1 input: 19 of 32
+constexpr int kGradRows = 8;
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+constexpr int kForwardRows = 6;  // 6 x 2 accumulators + 2 weights + 1 input: 15 of 16
+constexpr int kGradRows = 4;     // 4 x 2 accumulators + 2 gradients + 1 input: 11 of 16
+#else
+constexpr int kLanes = 4;
+constexpr int kForwardRows = 6;
+constexpr int kGradRows = 4;
+#endif
+// Output channels per full tile (two vectors); Cout is a multiple of 16, so of kLanes.
+constexpr int kTileChannels = 2 * kLanes;
 
-inline v16 Load(const float* p) {
-  v16 v;
+typedef float vec __attribute__((vector_size(4 * kLanes)));
+
+inline vec Load(const float* p) {
+  vec v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-inline void Store(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
+inline void Store(float* p, vec v) { std::memcpy(p, &v, sizeof(v)); }
 
 // Chunks of the batch, each with its own partial sum (fixed: results do not depend on
 // the thread count).
@@ -70,7 +91,7 @@ inline void ValidRange(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p,
 template <int MR, int NV>
 void Tile(const Geometry& g, const float* x, const float* dy, int64_t b0, int64_t b1,
           int64_t ky, int64_t kx, int64_t ci0, int64_t co0, float* dw) {
-  v16 acc[MR][NV] = {};
+  vec acc[MR][NV] = {};
   int64_t oy_lo, oy_hi, ox_lo, ox_hi;
   ValidRange(g.h, g.ho, ky, g.sh, g.pt, &oy_lo, &oy_hi);
   ValidRange(g.w, g.wo, kx, g.sw, g.pl, &ox_lo, &ox_hi);
@@ -82,8 +103,8 @@ void Tile(const Geometry& g, const float* x, const float* dy, int64_t b0, int64_
       for (int64_t ox = ox_lo; ox < ox_hi; ++ox) {
         const float* xp = xrow + ox * g.sw * g.ci;
         const float* dp = drow + ox * g.co;
-        v16 d[NV];
-        for (int v = 0; v < NV; ++v) d[v] = Load(dp + 16 * v);
+        vec d[NV];
+        for (int v = 0; v < NV; ++v) d[v] = Load(dp + kLanes * v);
 #pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) {
           const float xi = xp[i];
@@ -95,7 +116,7 @@ void Tile(const Geometry& g, const float* x, const float* dy, int64_t b0, int64_
   float* out = dw + ((ky * g.kw + kx) * g.ci + ci0) * g.co + co0;
   for (int i = 0; i < MR; ++i) {
     for (int v = 0; v < NV; ++v) {
-      float* q = out + i * g.co + 16 * v;
+      float* q = out + i * g.co + kLanes * v;
       Store(q, Load(q) + acc[i][v]);
     }
   }
@@ -113,7 +134,7 @@ void Chunk(const Geometry& g, const float* x, const float* dy, int64_t b0, int64
       for (int64_t kx = 0; kx < g.kw; ++kx) {
         for (int64_t ci0 = 0; ci0 < g.ci; ci0 += MR) {
           int64_t co0 = 0;
-          for (; co0 + 32 <= g.co; co0 += 32) {
+          for (; co0 + kTileChannels <= g.co; co0 += kTileChannels) {
             Tile<MR, 2>(g, x, dy, gb, ge, ky, kx, ci0, co0, dw);
           }
           if (co0 < g.co) Tile<MR, 1>(g, x, dy, gb, ge, ky, kx, ci0, co0, dw);
@@ -125,7 +146,7 @@ void Chunk(const Geometry& g, const float* x, const float* dy, int64_t b0, int64
 
 void RunChunk(const Geometry& g, const float* x, const float* dy, int64_t b0,
               int64_t b1, float* dw) {
-  if (g.ci % 8 == 0) {
+  if (kGradRows == 8 && g.ci % 8 == 0) {
     Chunk<8>(g, x, dy, b0, b1, dw);
   } else if (g.ci % 4 == 0) {
     Chunk<4>(g, x, dy, b0, b1, dw);
@@ -215,7 +236,7 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 }
 
 // Forward: MR consecutive output positions (in the flattened order b, oy, ox, so a tile
-// may span rows and images) x 16*NV output channels. Taps in the padding read zeros.
+// may span rows and images) x kLanes*NV output channels. Taps in the padding read zeros.
 template <int MR, int NV>
 void ForwardTile(const Geometry& g, const float* x, const float* w, const float* zeros,
                  int64_t n0, int64_t co0, float* y) {
@@ -226,7 +247,7 @@ void ForwardTile(const Geometry& g, const float* x, const float* w, const float*
     iy0[i] = oy * g.sh - g.pt;
     ix0[i] = ox * g.sw - g.pl;
   }
-  v16 acc[MR][NV] = {};
+  vec acc[MR][NV] = {};
   for (int64_t ky = 0; ky < g.kh; ++ky) {
     for (int64_t kx = 0; kx < g.kw; ++kx) {
       const float* xp[MR];
@@ -240,8 +261,8 @@ void ForwardTile(const Geometry& g, const float* x, const float* w, const float*
       if (!any) continue;
       const float* wp = w + (ky * g.kw + kx) * g.ci * g.co + co0;
       for (int64_t ci = 0; ci < g.ci; ++ci) {
-        v16 wv[NV];
-        for (int v = 0; v < NV; ++v) wv[v] = Load(wp + ci * g.co + 16 * v);
+        vec wv[NV];
+        for (int v = 0; v < NV; ++v) wv[v] = Load(wp + ci * g.co + kLanes * v);
 #pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) {
           const float xi = xp[i][ci];
@@ -251,7 +272,7 @@ void ForwardTile(const Geometry& g, const float* x, const float* w, const float*
     }
   }
   for (int i = 0; i < MR; ++i) {
-    for (int v = 0; v < NV; ++v) Store(y + (n0 + i) * g.co + co0 + 16 * v, acc[i][v]);
+    for (int v = 0; v < NV; ++v) Store(y + (n0 + i) * g.co + co0 + kLanes * v, acc[i][v]);
   }
 }
 
@@ -259,12 +280,14 @@ template <int NV>
 void ForwardPositions(const Geometry& g, const float* x, const float* w,
                       const float* zeros, int64_t n0, int64_t n1, int64_t co0, float* y) {
   int64_t n = n0;
-  for (; n + 8 <= n1; n += 8) ForwardTile<8, NV>(g, x, w, zeros, n, co0, y);
+  for (; n + kForwardRows <= n1; n += kForwardRows) {
+    ForwardTile<kForwardRows, NV>(g, x, w, zeros, n, co0, y);
+  }
   for (; n < n1; ++n) ForwardTile<1, NV>(g, x, w, zeros, n, co0, y);
 }
 
-// Output positions per parallel task.
-constexpr int64_t kPositionsPerTask = 64;
+// Output positions per parallel task (a whole number of tiles).
+constexpr int64_t kPositionsPerTask = 8 * kForwardRows;
 
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                    ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y, int64_t sh,
@@ -280,7 +303,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     const int64_t n0 = t * kPositionsPerTask;
     const int64_t n1 = std::min(positions, n0 + kPositionsPerTask);
     int64_t co0 = 0;
-    for (; co0 + 32 <= g.co; co0 += 32) {
+    for (; co0 + kTileChannels <= g.co; co0 += kTileChannels) {
       ForwardPositions<2>(g, x.typed_data(), w.typed_data(), zeros.data(), n0, n1, co0,
                           y->typed_data());
     }
@@ -307,3 +330,6 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JnormConvKernelGrad, KernelGrad, JNORM_CONV_BINDING());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JnormConvForward, Forward, JNORM_CONV_BINDING());
+
+// The vector width this build runs at, in floats (jnorm.models.cpu_kernels.vector_lanes).
+extern "C" int JnormVectorLanes() { return kLanes; }

@@ -95,6 +95,15 @@ def build(compiler: str, out_dir: pathlib.Path) -> pathlib.Path:
   return path
 
 
+def _library() -> ctypes.CDLL:
+  """The built kernels, loaded (built first where this source, compiler and CPU have no
+  build yet)."""
+  compiler = _compiler()
+  if compiler is None:
+    raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
+  return ctypes.CDLL(str(build(compiler, cache_dir())))
+
+
 @functools.cache
 def status() -> str | None:
   """None when the kernels are built and registered with XLA, else why they are not.
@@ -106,11 +115,8 @@ def status() -> str | None:
     return f"turned off by {OPT_OUT}=0"
   if platform.system() != "Linux":
     return "built on Linux only"
-  compiler = _compiler()
   try:
-    if compiler is None:
-      raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
-    library = ctypes.CDLL(str(build(compiler, cache_dir())))
+    library = _library()
   except (OSError, RuntimeError) as error:
     reason = str(error).splitlines()[0]
     print(f"jnorm: CPU kernels not available ({reason}); using XLA's convolutions "
@@ -125,6 +131,12 @@ def status() -> str | None:
 def available() -> bool:
   """True when the kernels can run (built and registered with XLA)."""
   return status() is None
+
+
+def vector_lanes() -> int | None:
+  """Floats per vector register in the build (16 with AVX-512, 8 with AVX2, else 4),
+  or None where the kernels are not available."""
+  return _library().JnormVectorLanes() if available() else None
 
 
 # The largest kernel (kh*kw*Cin*Cout elements) the kernels are used for. Measured per
