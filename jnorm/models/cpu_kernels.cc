@@ -23,9 +23,9 @@
 // its register file (32 registers with AVX-512, 16 with AVX2). A vector wider than the
 // machine's registers would not do: GCC then lowers it element by element (measured on
 // an AVX2 machine: 25-30x slower than XLA's convolutions). The tile shapes change only
-// which outputs are computed together, not the order of any sum, so every width gives
-// the same bits. Work is shared between the calling thread and XLA's intra-op thread
-// pool.
+// which outputs are computed together, not the order of any sum (a build without fused
+// multiply-adds still rounds differently). Work is shared between the calling thread and
+// XLA's intra-op thread pool.
 
 #include <algorithm>
 #include <atomic>

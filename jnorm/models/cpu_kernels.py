@@ -9,7 +9,7 @@ which splits the contraction between threads instead, and `conv`, a direct
 convolution (used for the forward pass and, through `input_grad`, the input gradient).
 Both keep tiles of the output in vector registers, at the machine's own vector width
 (`vector_lanes()`: 16 floats with AVX-512, 8 with AVX2), and share work with XLA's
-thread pool; both give the same bits whatever the number of threads or the width.
+thread pool; both give the same bits whatever the number of threads.
 
 The kernels are compiled on first use with the machine's C++ compiler (`$CXX`, else
 `c++` / `g++`) for the machine's own instruction set (`-march=native`, about 5 s) and
