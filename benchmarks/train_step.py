@@ -215,6 +215,11 @@ def main(argv=None):
   import jnorm  # noqa: F401  (applies jnorm.xla_cpu's flags unless --xla-default)
   xla_flags = os.environ.get("XLA_FLAGS", "")
   print(f"XLA_FLAGS: {xla_flags!r}", flush=True)
+  from jnorm.models import cpu_kernels
+  # The kernels' vector width: 16 floats with AVX-512, 8 with AVX2 (figures from machines
+  # of different widths do not compare).
+  lanes = cpu_kernels.vector_lanes() if jax.default_backend() == "cpu" else None
+  print(f"jnorm's CPU kernels: {lanes} floats per vector", flush=True)
   torch_ok = (not args.no_torch and bool(args.torch_python)
               and os.path.exists(args.torch_python)
               and os.path.exists(TORCH_SCRIPT))
@@ -253,7 +258,7 @@ def main(argv=None):
           f"{flops / 1e9 / rates[-1]:.3f} s/step", flush=True)
 
   result = {"arch": args.arch, "batch": args.batch, "image": args.image, "threads": args.threads,
-            "cpu_count": os.cpu_count(), "xla_flags": xla_flags,
+            "cpu_count": os.cpu_count(), "xla_flags": xla_flags, "kernel_vector_lanes": lanes,
             "backend": jax.default_backend(), "rounds": args.rounds,
             "steps_per_round": args.steps, "torch_malloc": args.torch_malloc}
   bounds = [flops / 1e9 / rate for rate in rates]

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from jnorm.models import cpu_kernels
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO_ROOT, "benchmarks", "train_step.py")
 
@@ -22,6 +24,7 @@ def test_quick_small_run_reports_both_convolutions_their_spread_and_bound(tmp_pa
   lines = proc.stdout.strip().splitlines()
   result = json.loads(lines[-1])
   assert (result["arch"], result["batch"], result["image"]) == ("small", 16, 16)
+  assert result["kernel_vector_lanes"] == cpu_kernels.vector_lanes()
   assert "torch" not in result
   for impl in ("xla", "ffi"):
     entry = result[f"jnorm_{impl}"]
