@@ -22,12 +22,10 @@ confident samples; larger norms mark familiar ones. This module measures that:
 from typing import Optional
 
 import numpy as np
-import scipy.stats
-import sklearn.metrics
-import sklearn.neighbors
 
 from jnorm import errors
 from jnorm import evaluate
+from jnorm import stats
 
 
 def embedding_norms(embeddings) -> np.ndarray:
@@ -104,7 +102,7 @@ def bucket_spearman(values, counts, *, min_count: int = 1) -> float:
   if keep.sum() < 3 or np.ptp(values[keep]) == 0:
     return float("nan")
   centres = bucket_centres(len(values))[keep]
-  return float(scipy.stats.spearmanr(centres, values[keep]).statistic)
+  return stats.spearman(centres, values[keep])
 
 
 def knn_correct(bank_features, bank_labels, query_features, query_labels, *,
@@ -159,6 +157,7 @@ def novelty_auroc(seen_norms, novel_norms) -> float:
     raise ValueError("novelty_auroc needs at least one seen and one novel sample")
   targets = np.concatenate([np.zeros(seen.size), np.ones(novel.size)])
   scores = -np.concatenate([seen, novel])
+  import sklearn.metrics  # pylint: disable=g-import-not-at-top  # ~1.8 s: imported on use
   return float(sklearn.metrics.roc_auc_score(targets, scores))
 
 
@@ -189,7 +188,7 @@ def class_norm_spearman(norms, labels, class_counts) -> float:
   keep = np.isfinite(means)
   if keep.sum() < 3 or np.ptp(means[keep]) == 0 or np.ptp(class_counts[keep]) == 0:
     return float("nan")
-  return float(scipy.stats.spearmanr(class_counts[keep], means[keep]).statistic)
+  return stats.spearman(class_counts[keep], means[keep])
 
 
 def frequency_swap_effect(norms, counts, swapped_norms, swapped_counts, *,
@@ -239,6 +238,7 @@ def kth_neighbour_distance(embeddings, *, k: int = 10) -> np.ndarray:
   zhat = z / norms
   # k + 1 neighbours of each query among all rows: the nearest is the point itself at
   # distance 0, so column k is the k-th nearest other point (ties give equal distances).
+  import sklearn.neighbors  # pylint: disable=g-import-not-at-top  # ~1.8 s: imported on use
   dist, _ = sklearn.neighbors.NearestNeighbors(n_neighbors=k + 1).fit(zhat).kneighbors(zhat)
   return dist[:, k]
 
@@ -255,7 +255,7 @@ def density_spearman(embeddings, *, k: int = 10) -> float:
   if (np.ptp(norms) <= 1e-12 * np.max(norms)
       or np.ptp(distances) <= 1e-12 * max(np.max(distances), 1e-300)):
     return float("nan")
-  return float(scipy.stats.spearmanr(norms, distances).statistic)
+  return stats.spearman(norms, distances)
 
 
 def annotator_agreement(votes, reference: Optional[np.ndarray] = None) -> np.ndarray:
@@ -289,6 +289,7 @@ def label_entropy(votes) -> np.ndarray:
   log C = uniform. Rows are renormalised, so counts and probabilities both work.
   """
   votes = np.asarray(votes, np.float64)
+  import scipy.stats  # pylint: disable=g-import-not-at-top  # ~1.3 s: imported on use
   return scipy.stats.entropy(votes, axis=-1)
 
 

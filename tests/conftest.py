@@ -7,13 +7,31 @@ helper) on `sys.path`, so a test in any folder imports them the same way.
 
 Multi-device tests set XLA_FLAGS in a subprocess (the flag must be set before jax is
 imported); this process keeps the single CPU device.
+
+The session shares one JAX persistent compilation cache, a fresh temporary folder: both
+xdist workers and every subprocess a test starts inherit `JAX_COMPILATION_CACHE_DIR`
+(this file runs in pytest's main process before the workers start), so a computation
+that several tests compile (the same tiny run, through the CLI and in-process) is
+compiled once per session. A loaded executable is the compiled code itself
+(tests/test_caches.py checks the bits). Fresh each session, so nothing carries over
+between sessions; a cache the user set (`JAX_COMPILATION_CACHE_DIR`) is used instead.
+Tests of the cache itself give their subprocesses their own settings.
 """
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
-import jax
-import pytest
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _SESSION_CACHE = tempfile.mkdtemp(prefix="jnorm-tests-xla-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+  atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position  # reads the cache setting
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)

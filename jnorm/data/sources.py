@@ -13,7 +13,6 @@ never touched.
 
 import jax
 import numpy as np
-from sklearn import model_selection
 
 from jnorm.data import config as data_config
 from jnorm.data import dataset as dataset_lib
@@ -33,6 +32,7 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def _stratified_split(n: int, labels: np.ndarray, *, test_fraction: float, seed: int):
+  from sklearn import model_selection  # pylint: disable=g-import-not-at-top  # ~1.8 s: imported on use
   idx = np.arange(n)
   train_idx, test_idx = model_selection.train_test_split(
       idx, test_size=test_fraction, stratify=labels, random_state=seed)

@@ -19,7 +19,6 @@ import os
 
 import jax
 import ml_collections
-import numpy as np
 
 from jnorm import data
 from jnorm import errors

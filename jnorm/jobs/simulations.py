@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import scipy.stats
 import tqdm
 
 from jnorm import errors
@@ -135,8 +134,8 @@ def _class_order_stats(norms: np.ndarray, init: np.ndarray, weights, epoch: int)
   """Per seed, Spearman's rho of class weight vs mean class norm (and vs its growth since
   initialisation), with mean and 95% t interval over seeds; per class the mean norm and
   its interval. norms, init: [S, C] at the report epoch and at initialisation."""
-  rhos = [float(scipy.stats.spearmanr(weights, n).statistic) for n in norms]
-  growth = [float(scipy.stats.spearmanr(weights, n).statistic) for n in norms - init]
+  rhos = [stats.spearman(weights, n) for n in norms]
+  growth = [stats.spearman(weights, n) for n in norms - init]
   ordered = [bool(np.all(np.diff(n[np.argsort(weights, kind="stable")]) > 0)) for n in norms]
   return {"report_epoch": epoch, "class_norms_at_report_epoch": norms.tolist(),
           "class_norm_interval_at_report_epoch": [stats.mean_interval(c) for c in norms.T],
