@@ -51,7 +51,9 @@ constexpr int kGradRows = 8;
 #elif defined(__AVX__)
 constexpr int kLanes = 8;
 constexpr int kForwardRows = 6;  // 6 x 2 accumulators + 2 weights + 1 input: 15 of 16
-constexpr int kGradRows = 4;     // 4 x 2 accumulators + 2 gradients + 1 input: 11 of 16
+// 6 x 2 accumulators + 2 gradients + 1 input: 15 of 16 registers. With 4 rows (8
+// accumulators) the step at 16 px took 1.02-1.04x as long (benchmarks/README.md).
+constexpr int kGradRows = 6;
 #else
 constexpr int kLanes = 4;
 constexpr int kForwardRows = 6;
@@ -126,7 +128,19 @@ void Tile(const Geometry& g, const float* x, const float* dy, int64_t b0, int64_
   }
 }
 
+// Every output-channel tile of the MR input channels from ci0.
 template <int MR>
+void RowBlock(const Geometry& g, const float* x, const float* dy, int64_t b0, int64_t b1,
+              int64_t ky, int64_t kx, int64_t ci0, float* dw) {
+  int64_t co0 = 0;
+  for (; co0 + kTileChannels <= g.co; co0 += kTileChannels) {
+    Tile<MR, 2>(g, x, dy, b0, b1, ky, kx, ci0, co0, dw);
+  }
+  if (co0 < g.co) Tile<MR, 1>(g, x, dy, b0, b1, ky, kx, ci0, co0, dw);
+}
+
+// Blocks of kGradRows input channels, then the rest in blocks of 4, 2 and 1. A block's
+// size changes which outputs are summed together, never the order of a sum.
 void Chunk(const Geometry& g, const float* x, const float* dy, int64_t b0, int64_t b1,
            float* dw) {
   std::memset(dw, 0, sizeof(float) * g.kh * g.kw * g.ci * g.co);
@@ -136,28 +150,15 @@ void Chunk(const Geometry& g, const float* x, const float* dy, int64_t b0, int64
     const int64_t ge = std::min(b1, gb + group);
     for (int64_t ky = 0; ky < g.kh; ++ky) {
       for (int64_t kx = 0; kx < g.kw; ++kx) {
-        for (int64_t ci0 = 0; ci0 < g.ci; ci0 += MR) {
-          int64_t co0 = 0;
-          for (; co0 + kTileChannels <= g.co; co0 += kTileChannels) {
-            Tile<MR, 2>(g, x, dy, gb, ge, ky, kx, ci0, co0, dw);
-          }
-          if (co0 < g.co) Tile<MR, 1>(g, x, dy, gb, ge, ky, kx, ci0, co0, dw);
+        int64_t ci0 = 0;
+        for (; ci0 + kGradRows <= g.ci; ci0 += kGradRows) {
+          RowBlock<kGradRows>(g, x, dy, gb, ge, ky, kx, ci0, dw);
         }
+        for (; ci0 + 4 <= g.ci; ci0 += 4) RowBlock<4>(g, x, dy, gb, ge, ky, kx, ci0, dw);
+        for (; ci0 + 2 <= g.ci; ci0 += 2) RowBlock<2>(g, x, dy, gb, ge, ky, kx, ci0, dw);
+        for (; ci0 < g.ci; ++ci0) RowBlock<1>(g, x, dy, gb, ge, ky, kx, ci0, dw);
       }
     }
-  }
-}
-
-void RunChunk(const Geometry& g, const float* x, const float* dy, int64_t b0,
-              int64_t b1, float* dw) {
-  if (kGradRows == 8 && g.ci % 8 == 0) {
-    Chunk<8>(g, x, dy, b0, b1, dw);
-  } else if (g.ci % 4 == 0) {
-    Chunk<4>(g, x, dy, b0, b1, dw);
-  } else if (g.ci % 2 == 0) {
-    Chunk<2>(g, x, dy, b0, b1, dw);
-  } else {
-    Chunk<1>(g, x, dy, b0, b1, dw);
   }
 }
 
@@ -229,7 +230,7 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   float* result = dw->typed_data();
   ParallelFor::Run(pool, chunks, [&](int64_t c) {
     float* out = c == 0 ? result : partial.data() + (c - 1) * size;
-    RunChunk(g, x.typed_data(), dy.typed_data(), g.batch * c / chunks,
+    Chunk(g, x.typed_data(), dy.typed_data(), g.batch * c / chunks,
              g.batch * (c + 1) / chunks, out);
   });
   for (int64_t c = 1; c < chunks; ++c) {
