@@ -231,7 +231,7 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   ParallelFor::Run(pool, chunks, [&](int64_t c) {
     float* out = c == 0 ? result : partial.data() + (c - 1) * size;
     Chunk(g, x.typed_data(), dy.typed_data(), g.batch * c / chunks,
-             g.batch * (c + 1) / chunks, out);
+          g.batch * (c + 1) / chunks, out);
   });
   for (int64_t c = 1; c < chunks; ++c) {
     const float* p = partial.data() + (c - 1) * size;

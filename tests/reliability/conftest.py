@@ -1,7 +1,8 @@
 """Fixtures of the reliability tests: the subprocess environment and one reference run.
 
-Every subprocess shares one persistent JAX compilation cache (per test session), so
-only the first process of each kind compiles.
+Every subprocess uses the test session's persistent JAX compilation cache
+(tests/conftest.py), caching even the fastest compilations, so only the first process
+of each kind compiles.
 """
 
 import os
@@ -13,12 +14,11 @@ import reliability_util as ru
 
 
 @pytest.fixture(scope="session")
-def cli_env(tmp_path_factory):
-  """The environment of `python -m jnorm.main` subprocesses: CPU, one device, a shared
-  compilation cache, no save delay."""
-  cache = str(tmp_path_factory.mktemp("jax_cache"))
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", MPLBACKEND="Agg")
+def cli_env():
+  """The environment of `python -m jnorm.main` subprocesses: CPU, one device, the
+  session's compilation cache, no save delay."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             MPLBACKEND="Agg")
   for name in ("XLA_FLAGS", "JNORM_TEST_SAVE_DELAY_S"):
     env.pop(name, None)
   return env

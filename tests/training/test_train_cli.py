@@ -23,10 +23,9 @@ COMMON = ["--config", os.path.join(ROOT, "configs/default.py:smoke"),
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  cache = str(tmp_path_factory.mktemp("jax_cache"))  # later runs reuse the compilations
-  e = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
-           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+def env():
+  # The session's compilation cache (tests/conftest.py): later runs reuse the compilations.
+  e = dict(os.environ, JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   e.pop("XLA_FLAGS", None)
   return e
 
