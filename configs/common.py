@@ -112,11 +112,9 @@ def digits_simclr(*, smoke: bool = False) -> ml_collections.ConfigDict:
     smoke: 6 steps at batch 32 (0.05 warm-up epochs), kNN only at the end.
   """
   config = _digits(simclr_base())
-  # 'auto': jnorm's CPU kernels where they build (1.25-1.29x XLA's step at the
-  # SmallResNet's widths, benchmarks/README.md), else XLA's convolutions. Results
-  # committed before 2026-12-02 (docs/findings_data) ran conv_impl='xla'; add
-  # --config.model.conv_impl=xla to reproduce them bit for bit.
-  config.model.conv_impl = "auto"
+  # cpu_tuning 'auto' (the default): jnorm's CPU kernels where they build. Results in
+  # docs/findings_data that record no `cpu_tuning` ran XLA's convolutions; add
+  # --config.cpu_tuning=xla to reproduce them bit for bit.
   config.eval.every_epochs = 4
   config.checkpoint_every_steps = 100
   if smoke:
@@ -158,8 +156,8 @@ def simclr(dataset: str) -> ml_collections.ConfigDict:
   Args:
     dataset: 'cifar10' | 'cifar100' (ResNet-18, CIFAR stem, batch 256, lr 0.6, weight
       decay 1e-6, 10 warm-up epochs then cosine to 1e-3, 512 epochs) or 'digits'
-      (configs/default.py's data, model and optimiser; `conv_impl` 'auto' and kNN
-      only at powers-of-two epochs).
+      (configs/default.py's data, model and optimiser; kNN only at powers-of-two
+      epochs).
   """
   config = simclr_base()
   if dataset == "digits":
@@ -221,7 +219,6 @@ def fmnist_simclr() -> ml_collections.ConfigDict:
   """SimCLR on Fashion-MNIST at 16 px (configs/compare_fmnist.py's base)."""
   config = simclr_base()
   config.model.backbone = "small_resnet"
-  config.model.conv_impl = "auto"  # as digits_simclr
   config.data.name = "fashion_mnist"
   config.data.image_size = 16
   config.data.train_per_class = 500

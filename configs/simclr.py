@@ -11,8 +11,8 @@ weight decay 1e-6 on every parameter, 10 warm-up epochs then cosine to 1e-3, 512
 the `cifar_reference` augmentations; kNN (k = 200, t = 0.1) at powers-of-two epochs.
 Add `--config.optim.schedule_mode=code_faithful` for the reference code's effective
 lr² peak. Needs the TFDS dataset prepared (see the error message otherwise).
-`digits`: configs/default.py's data, model and optimiser settings, with `conv_impl`
-'auto' and kNN only at powers-of-two epochs. `smoke`: a few steps on a tiny batch
+`digits`: configs/default.py's data, model and optimiser settings, with kNN only at
+powers-of-two epochs. `smoke`: a few steps on a tiny batch
 (SmallResNet, batch 16).
 Produces in <workdir> (the train job): results.json (`knn_accuracy` of backbone
 features at the end, `knn_accuracy_at_init`, `embedding_norm_mean`, `knn_curve`),

@@ -8,6 +8,9 @@ are reported in one line, naming the problem and the fix, with exit code 2; othe
 `jnorm.errors.JnormError`s (a corrupt checkpoint, a live run holding the workdir,
 non-finite values) in one line with exit code 1. Warnings that libraries log through
 absl (TFDS, orbax) are shown only with an explicit `--verbosity` (e.g. `--verbosity=0`).
+
+On a CPU backend the driver turns on jnorm's CPU tuning (`jnorm.cpu.enable()`) before
+the first computation, unless the config sets `cpu_tuning='off'`.
 """
 
 import difflib
@@ -23,12 +26,12 @@ import ml_collections
 from ml_collections import config_flags
 
 from jnorm import caches
+from jnorm import cpu
 from jnorm import errors
 from jnorm import jobs
+from jnorm.training import config as train_config
 
 FLAGS = flags.FLAGS
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file, optionally `path.py:arg`.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for results, figures and checkpoints.")
 
 
@@ -68,8 +71,9 @@ def _line_in(exc: BaseException, path: str) -> str:
 
 
 def check_config_file(spec: str) -> ml_collections.ConfigDict:
-  """Loads the config file of `--config spec` (`path` or `path:arg`) as absl does
-  (`main` has put the file's directory on `sys.path`).
+  """Loads the config file of `--config spec` (`path` or `path:arg`), once: absl then
+  applies the `--config.field=value` overrides to the result (`main` has put the
+  file's directory on `sys.path`).
 
   Raises:
     errors.ConfigError: the file is missing or unreadable, does not compile or import,
@@ -215,20 +219,41 @@ def main(argv=None) -> int:
     sys.argv = saved_argv
 
 
+def _without_config_flag(argv: list) -> list:
+  """`argv` less its `--config spec` (the overrides `--config.a=b` stay)."""
+  out, skip = [], False
+  for i, arg in enumerate(argv):
+    if skip:
+      skip = False
+      continue
+    if i and arg in ("--config", "-config"):
+      skip = True
+      continue
+    if i and arg.startswith(("--config=", "-config=")):
+      continue
+    out.append(arg)
+  return out
+
+
 def _main(argv: list) -> int:
   _config_dir_on_path(argv)
-  for name in [n for n in FLAGS if n.startswith("config.")]:
-    delattr(FLAGS, name)  # override flags of an earlier call in this process (tests)
+  for name in [n for n in FLAGS if n == "config" or n.startswith("config.")]:
+    delattr(FLAGS, name)  # the config flags of an earlier call in this process (tests)
   if FLAGS.is_parsed():
     FLAGS.unparse_flags()
   spec = _config_spec(argv)
-  if spec:
-    try:  # absl would raise the file's own errors with a traceback: check it first
-      unknown = _unknown_override(check_config_file(spec), argv)
-    except errors.ConfigError as exc:
-      _fail(_one_line(exc), 2)
-    if unknown:
-      _fail(unknown, 2)
+  if not spec:
+    _fail("flag --config is required, e.g. --config configs/default.py", 2)
+  try:  # absl would raise the file's own errors with a traceback: load it here
+    loaded = check_config_file(spec)
+  except errors.ConfigError as exc:
+    _fail(_one_line(exc), 2)
+  unknown = _unknown_override(loaded, argv)
+  if unknown:
+    _fail(unknown, 2)
+  argv = _without_config_flag(argv)
+  config_flag = config_flags.DEFINE_config_dict("config", loaded, lock_config=True,
+                                                sys_argv=argv)
   try:
     FLAGS(argv)
   except flags.Error as exc:
@@ -242,24 +267,22 @@ def _main(argv: list) -> int:
     _fail(f"{flag}: the config has no field {name!r}; check its spelling in the config file", 2)
   except (TypeError, ValueError) as exc:  # other bad overrides
     _fail(f"bad --config override: {_one_line(exc)}", 2)
-  if _CONFIG.value is None:
-    _fail("flag --config is required, e.g. --config configs/default.py", 2)
-  try:
-    _CONFIG.value.get("job")  # config files load lazily: surface a load error here
-  except OSError as exc:
-    _fail(_one_line(exc).replace("config_config", "--config"), 2)
   if not _WORKDIR.value:
     _fail("flag --workdir is required, e.g. --workdir /tmp/jnorm_run", 2)
   if not FLAGS["verbosity"].present:  # library warnings (TFDS, orbax) only on request
     logging.set_verbosity(logging.ERROR)
 
-  config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
+  config, workdir = config_flag.value, os.path.abspath(_WORKDIR.value)
   try:
     check_workdir(workdir)
     job = config.get("job")
     if job in jobs.JOBS and job != "train":  # the train job creates it once checks pass
       os.makedirs(workdir, exist_ok=True)
     caches.enable_compilation_cache()
+    tuning = config.get("cpu_tuning", "auto")
+    errors.check_choice("cpu_tuning", tuning, train_config.CPU_TUNINGS)
+    if tuning != "off":
+      cpu.enable(conv=tuning)  # before the first computation; a no-op off CPU
     results = jobs.run_job(config, workdir)
   except errors.ConfigError as exc:
     _fail(_one_line(exc), 2)

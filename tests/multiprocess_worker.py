@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jnorm.models import BatchNorm
 
 
 class _Projector(nn.Module):
@@ -33,16 +32,16 @@ class TinyNet(nn.Module):
   @nn.compact
   def __call__(self, x, train=True):
     h = nn.Dense(16)(x.reshape(x.shape[0], -1))
-    h = BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name,
-                  momentum=0.9)(h)
+    h = nn.BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name,
+                     momentum=0.9)(h)
     h = nn.relu(h)
     out = {"backbone": h}
     z = _Projector(name="projector")(h)
     out["projector"] = z
     if self.predictor:
       p = nn.Dense(16)(z)
-      p = nn.relu(BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name,
-                            momentum=0.9)(p))
+      p = nn.relu(nn.BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name,
+                               momentum=0.9)(p))
       out["predictor"] = nn.Dense(8)(p)
     return out
 

@@ -33,8 +33,8 @@ import jax
 import ml_collections
 
 from jnorm import caches
+from jnorm import cpu
 from jnorm import errors
-from jnorm import xla_cpu
 
 
 def core_groups(cores: Sequence[int], workers: int) -> list[list[int]]:
@@ -77,8 +77,12 @@ def pin_threads(cores: Sequence[int]) -> None:
 
 
 def _worker(index: int, cores: list[int], todo: list, workdir: str, train_fn,
-            train_missing) -> None:
-  """One worker process: starts XLA, pins its threads to `cores`, trains its sub-runs."""
+            train_missing, tuning: cpu.Tuning | None) -> None:
+  """One worker process: the parent's CPU tuning, then XLA started with its threads
+  pinned to `cores`; trains its sub-runs."""
+  if tuning is not None and tuning.backend == "cpu":
+    cpu.enable(conv=tuning.conv or "stock", xla_flag=tuning.xla_flag,
+               allocator=tuning.allocator, batch_norm=tuning.batch_norm)
   jax.devices()  # XLA's thread pool as in a single process: the same float32 results
   pin_threads(cores)
   caches.enable_compilation_cache()  # a fresh interpreter: the parent's setting is not here
@@ -106,11 +110,11 @@ def train_in_workers(todo: list, workdir: str, train_fn, *, workers: int,
     raise errors.ConfigError(
         f"config.workers={workers} splits CPU cores between processes, but JAX runs on "
         f"{jax.default_backend()}; set --config.workers=1")
-  groups = core_groups(xla_cpu.available_cores(), workers)
+  groups = core_groups(cpu.available_cores(), workers)
   context = multiprocessing.get_context("spawn")
   procs = [context.Process(target=_worker, name=f"jnorm-worker-{k}",
                            args=(k, groups[k], todo[k::workers], workdir, train_fn,
-                                 train_missing))
+                                 train_missing, cpu.enabled()))
            for k in range(workers) if todo[k::workers]]
   print(f"jnorm compare: {len(todo)} sub-runs in {len(procs)} workers, cores "
         + " | ".join(",".join(map(str, g)) for g in groups[:len(procs)]), flush=True)

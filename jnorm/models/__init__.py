@@ -1,5 +1,5 @@
-"""Models: ResNet backbones, projector/predictor heads, the SSL network, a fast conv
-and BatchNorm.
+"""Models: ResNet backbones, projector/predictor heads and the SSL network, in stock
+Flax layers (`jnorm.models.layers`; `jnorm.cpu.enable()` swaps in CPU-tuned ones).
 
   from jnorm import models
   net = models.SSLNet(backbone=models.ResNet18(stem='cifar'),
@@ -10,17 +10,15 @@ and BatchNorm.
   net = models.build_ssl_net(models.default_model_config())
 """
 
-from jnorm.models.batchnorm import BatchNorm
-from jnorm.models.build import BACKBONES, build_ssl_net, default_model_config
-from jnorm.models.conv import Conv, conv_ffi, conv_gemm, conv_xla
-from jnorm.models.conv import resolve as resolve_conv
+from jnorm.models import layers
+from jnorm.models.build import (BACKBONES, build_ssl_net, check_model_config,
+                                default_model_config)
 from jnorm.models.heads import Predictor, Projector, SSLNet
 from jnorm.models.resnet import (BasicBlock, BottleneckBlock, ResNet, ResNet18,
                                  ResNet34, ResNet50, SmallResNet)
 
 __all__ = [
-    "BACKBONES", "BasicBlock", "BatchNorm", "BottleneckBlock", "Conv", "Predictor", "Projector",
-    "ResNet", "ResNet18", "ResNet34", "ResNet50", "SSLNet", "SmallResNet",
-    "build_ssl_net", "conv_ffi", "conv_gemm", "conv_xla", "default_model_config",
-    "resolve_conv",
+    "BACKBONES", "BasicBlock", "BottleneckBlock", "Predictor", "Projector", "ResNet",
+    "ResNet18", "ResNet34", "ResNet50", "SSLNet", "SmallResNet", "build_ssl_net",
+    "check_model_config", "default_model_config", "layers",
 ]

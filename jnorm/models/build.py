@@ -4,7 +4,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from jnorm.errors import check_choice, check_positive
-from jnorm.models.conv import IMPLEMENTATIONS
 from jnorm.models.heads import Predictor, Projector, SSLNet
 from jnorm.models.mlp import MLPBackbone
 from jnorm.models.resnet import STEMS, ResNet18, ResNet34, ResNet50, SmallResNet
@@ -31,10 +30,9 @@ def default_model_config() -> ml_collections.ConfigDict:
     projector_bn: BN after each projector layer (False SimCLR; True SimSiam/BYOL).
     predictor_hidden: predictor bottleneck width; 0 = no predictor (SimCLR).
     compute_dtype: 'float32' | 'bfloat16' (convolutions only; BN and outputs stay f32).
-    conv_impl: 'auto' (`jnorm.models.conv.resolve`: native conv on GPU/TPU; on CPU
-      'ffi', the native conv with jnorm's compiled kernel gradient, or the GEMM form
-      when XLA sends convolutions to YNNPACK) | 'xla' | 'gemm' | 'ffi'.
-    bn_axis_name: mesh axis for synced BatchNorm; the trainer sets it (None = local).
+
+  Whether BatchNorm statistics are synced over devices is the training config's
+  `sync_batchnorm`, passed to `build_ssl_net` as `bn_axis_name`.
   """
   cfg = ml_collections.ConfigDict()
   cfg.backbone = "resnet18"
@@ -45,36 +43,41 @@ def default_model_config() -> ml_collections.ConfigDict:
   cfg.projector_bn = False
   cfg.predictor_hidden = 0
   cfg.compute_dtype = "float32"
-  cfg.conv_impl = "auto"
-  cfg.bn_axis_name = ml_collections.config_dict.placeholder(str)
   return cfg
 
 
-def build_ssl_net(cfg: ml_collections.ConfigDict) -> SSLNet:
-  """The SSL network described by `cfg` (fields of `default_model_config`).
-
-  The predictor, when `predictor_hidden > 0`, maps back to `projector_dims[-1]`.
-  Raises `jnorm.errors.ConfigError` on an unknown name or a bad width.
-  """
+def check_model_config(cfg: ml_collections.ConfigDict) -> None:
+  """Raises `jnorm.errors.ConfigError` on an unknown name or a bad width in `cfg`."""
   check_choice("model.backbone", cfg.backbone, BACKBONES)
   check_choice("model.stem", cfg.stem, STEMS)
   check_choice("model.compute_dtype", cfg.compute_dtype, COMPUTE_DTYPES)
-  check_choice("model.conv_impl", cfg.conv_impl, IMPLEMENTATIONS)
-  dims = tuple(int(d) for d in cfg.projector_dims)
-  check_positive("model.projector_dims (count)", len(dims))
-  for d in dims:
+  check_positive("model.projector_dims (count)", len(tuple(cfg.projector_dims)))
+  for d in cfg.projector_dims:
     check_positive("model.projector_dims", d)
   check_positive("model.predictor_hidden", cfg.predictor_hidden, allow_zero=True)
-  axis_name = cfg.get("bn_axis_name", None)
+  for w in cfg.mlp_features:
+    check_positive("model.mlp_features", w)
+
+
+def build_ssl_net(cfg: ml_collections.ConfigDict, *, bn_axis_name: str | None = None) -> SSLNet:
+  """The SSL network described by `cfg` (fields of `default_model_config`, checked by
+  `check_model_config`).
+
+  Args:
+    cfg: the model config.
+    bn_axis_name: the mesh axis over which BatchNorm statistics are averaged (inside
+      `jax.shard_map`); None keeps each device's own statistics.
+
+  The predictor, when `predictor_hidden > 0`, maps back to `projector_dims[-1]`.
+  """
+  dims = tuple(int(d) for d in cfg.projector_dims)
+  axis_name = bn_axis_name
   extra = {}
   if cfg.backbone == "mlp":
-    extra["features"] = tuple(int(w) for w in cfg.get("mlp_features", (64, 64)))
-    for w in extra["features"]:
-      check_positive("model.mlp_features", w)
+    extra["features"] = tuple(int(w) for w in cfg.mlp_features)
   backbone = BACKBONES[cfg.backbone](
       **extra, stem=cfg.stem, zero_init_residual=bool(cfg.zero_init_residual),
-      bn_axis_name=axis_name, dtype=COMPUTE_DTYPES[cfg.compute_dtype],
-      conv_impl=cfg.conv_impl)
+      bn_axis_name=axis_name, dtype=COMPUTE_DTYPES[cfg.compute_dtype])
   projector = Projector(features=dims, use_bn=bool(cfg.projector_bn),
                         bn_axis_name=axis_name)
   predictor = None

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jnorm.models.batchnorm import BatchNorm
+from jnorm.models import layers
 
 # torch.nn.Linear: kaiming_uniform_(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_linear_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -36,8 +36,8 @@ def _dense(features: int, fan_in: int, name: str) -> nn.Dense:
                   param_dtype=jnp.float32, name=name)
 
 
-def _batch_norm(train: bool, axis_name: str | None, name: str) -> BatchNorm:
-  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+def _batch_norm(train: bool, axis_name: str | None, name: str) -> nn.Module:
+  return layers.batch_norm()(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                    dtype=jnp.float32, param_dtype=jnp.float32,
                    axis_name=axis_name, name=name)
 

@@ -20,7 +20,6 @@ class MLPBackbone(nn.Module):
   dtype: jnp.dtype = jnp.float32
   stem: str = "cifar"  # unused: image-only option
   zero_init_residual: bool = False  # unused: image-only option
-  conv_impl: str = "auto"  # unused: image-only option
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:

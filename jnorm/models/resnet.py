@@ -3,11 +3,10 @@
 The reference trains torchvision-style ResNet-18/50 with zero-init residuals and,
 on CIFAR, a 3x3 stride-1 stem without max-pool (docs/paper.md §4.2); the torch
 baseline of benchmarks/train_step.py is the same network. Layout is NHWC. Convolutions
-are `jnorm.models.conv.Conv` (native, GEMM or jnorm's CPU kernels), initialised
-Kaiming-normal with fan_out as torch's `kaiming_normal_(mode='fan_out')`.
-BatchNorm follows torch's defaults (momentum 0.1 -> Flax momentum 0.9, eps 1e-5)
-and always runs in float32; it is `jnorm.models.batchnorm.BatchNorm`, flax's with its
-gradient written out (the same variables and forward bits).
+and BatchNorm are `jnorm.models.layers`' (stock `nn.Conv` and `nn.BatchNorm` unless
+`jnorm.cpu.enable()` replaced them). Convolutions are initialised Kaiming-normal with
+fan_out as torch's `kaiming_normal_(mode='fan_out')`. BatchNorm follows torch's
+defaults (momentum 0.1 -> Flax momentum 0.9, eps 1e-5) and always runs in float32.
 
 Presets by `functools.partial`: ResNet18, ResNet34, ResNet50, SmallResNet.
 """
@@ -20,8 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jnorm.models.batchnorm import BatchNorm
-from jnorm.models.conv import Conv, barrier_for
+from jnorm.models import layers
 
 # torch.nn.init.kaiming_normal_(mode='fan_out', nonlinearity='relu'): untruncated
 # normal, std = sqrt(2 / (Cout * kh * kw)).
@@ -31,28 +29,21 @@ STEMS = ("cifar", "imagenet")
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convs (ResNet-18/34). x: [B, H, W, C] -> [B, H/s, W/s, filters].
-
-  `barrier(x, *kernel_shapes)` is `conv.barrier_for` with the network's convolution
-  settings: each ReLU output passes through it before the convolutions that read it.
-  """
+  """Two 3x3 convs (ResNet-18/34). x: [B, H, W, C] -> [B, H/s, W/s, filters]."""
   filters: int
   strides: int
   conv: Callable[..., nn.Module]
   norm: Callable[..., nn.Module]
-  barrier: Callable[..., jax.Array]
   zero_init_residual: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    cin, f = x.shape[-1], self.filters
-    shortcut = [(1, 1, cin, f)] if self.strides != 1 or cin != f else []
-    x = self.barrier(x, (3, 3, cin, f), *shortcut)
+    shortcut = self.strides != 1 or x.shape[-1] != self.filters
     residual = x
     # Explicit (1, 1) padding as torch's padding=1; 'SAME' would pad (0, 1) at stride 2.
     y = self.conv(self.filters, (3, 3), self.strides, padding=((1, 1), (1, 1)),
                   name="conv1")(x)
-    y = self.barrier(nn.relu(self.norm(name="bn1")(y)), (3, 3, f, f))
+    y = nn.relu(self.norm(name="bn1")(y))
     y = self.conv(self.filters, (3, 3), 1, padding=((1, 1), (1, 1)),
                   name="conv2")(y)
     last_scale = nn.initializers.zeros_init() if self.zero_init_residual else nn.initializers.ones_init()
@@ -65,27 +56,23 @@ class BasicBlock(nn.Module):
 
 
 class BottleneckBlock(nn.Module):
-  """1x1 -> 3x3 (strided, torchvision v1.5) -> 1x1 x4 (ResNet-50); `barrier` as in
-  `BasicBlock`."""
+  """1x1 -> 3x3 (strided, torchvision v1.5) -> 1x1 x4 (ResNet-50)."""
   filters: int
   strides: int
   conv: Callable[..., nn.Module]
   norm: Callable[..., nn.Module]
-  barrier: Callable[..., jax.Array]
   zero_init_residual: bool = True
   expansion: int = 4
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    cin, f, fout = x.shape[-1], self.filters, self.filters * self.expansion
-    shortcut = [(1, 1, cin, fout)] if self.strides != 1 or cin != fout else []
-    x = self.barrier(x, (1, 1, cin, f), *shortcut)
+    shortcut = self.strides != 1 or x.shape[-1] != self.filters * self.expansion
     residual = x
     y = self.conv(self.filters, (1, 1), 1, padding="VALID", name="conv1")(x)
-    y = self.barrier(nn.relu(self.norm(name="bn1")(y)), (3, 3, f, f))
+    y = nn.relu(self.norm(name="bn1")(y))
     y = self.conv(self.filters, (3, 3), self.strides, padding=((1, 1), (1, 1)),
                   name="conv2")(y)
-    y = self.barrier(nn.relu(self.norm(name="bn2")(y)), (1, 1, f, fout))
+    y = nn.relu(self.norm(name="bn2")(y))
     y = self.conv(self.filters * self.expansion, (1, 1), 1, padding="VALID",
                   name="conv3")(y)
     last_scale = nn.initializers.zeros_init() if self.zero_init_residual else nn.initializers.ones_init()
@@ -115,7 +102,6 @@ class ResNet(nn.Module):
       (inside `jax.shard_map`); None keeps per-device statistics.
     bn_momentum: running-average decay (torch momentum 0.1 == 0.9 here).
     dtype: compute dtype of the convolutions (BatchNorm and the output stay float32).
-    conv_impl: 'auto', 'xla', 'gemm' or 'ffi' (see `jnorm.models.conv`).
   """
   stage_sizes: Sequence[int]
   block_cls: Any
@@ -125,19 +111,15 @@ class ResNet(nn.Module):
   bn_axis_name: str | None = None
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
-  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     """x: [B, H, W, C] images -> [B, F] features (F = 8*num_filters*expansion/... )."""
     if self.stem not in STEMS:
       raise ValueError(f"stem={self.stem!r}; use one of {STEMS}")
-    conv = functools.partial(Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=kaiming_fan_out,
-                             implementation=self.conv_impl)
-    barrier = functools.partial(barrier_for, implementation=self.conv_impl,
-                                dtype=self.dtype)
-    norm = functools.partial(BatchNorm, use_running_average=not train,
+    conv = functools.partial(layers.conv(), use_bias=False, dtype=self.dtype,
+                             kernel_init=kaiming_fan_out)
+    norm = functools.partial(layers.batch_norm(), use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=1e-5,
                              dtype=jnp.float32, param_dtype=jnp.float32,
                              axis_name=self.bn_axis_name)
@@ -154,7 +136,7 @@ class ResNet(nn.Module):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(filters=self.num_filters * 2**i, strides=strides,
-                           conv=conv, norm=norm, barrier=barrier,
+                           conv=conv, norm=norm,
                            zero_init_residual=self.zero_init_residual,
                            name=f"stage{i + 1}_block{j + 1}")(x)
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))

@@ -9,7 +9,6 @@ import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax.numpy as jnp
-import ml_collections
 
 from jnorm import errors
 from jnorm import methods
@@ -50,11 +49,9 @@ def run_info(ds, config) -> dict:
 
 def build_run(config, *, mesh, input_shape, steps_per_epoch) -> Run:
   """The network, optimiser, method spec, initial state and (with a mesh) the train step."""
-  model_cfg = ml_collections.ConfigDict(config.model.to_dict())
-  model_cfg.bn_axis_name = ts.AXIS if config.sync_batchnorm else None
-  net = models.build_ssl_net(model_cfg)
-  model_cfg.bn_axis_name = None
-  eval_net = models.build_ssl_net(model_cfg)
+  net = models.build_ssl_net(config.model,
+                             bn_axis_name=ts.AXIS if config.sync_batchnorm else None)
+  eval_net = models.build_ssl_net(config.model)
   o = config.optim
   total_steps = max(1, round(config.num_epochs * steps_per_epoch))
   opt_steps = max(1, total_steps // o.accumulation_steps)

@@ -1,7 +1,7 @@
 """The fields of a training config, their validation, and saving them with a run.
 
-`defaults()` and `validate()` here, and `jnorm.training.build.build_run`, are the only
-places the training job reads its config; everything they build (network, optimiser,
+`defaults()` and `validate()` (the one check of a training config) here, and
+`jnorm.training.build.build_run`, are the only places the training job reads its config; everything they build (network, optimiser,
 schedule, method, step) takes explicit arguments.
 
 Fields (`defaults()` holds them all; configs/*.py start from it):
@@ -10,7 +10,7 @@ Fields (`defaults()` holds them all; configs/*.py start from it):
     contrast against this device's rows, or against the whole global batch).
   loss.name 'infonce' (reference, one-directional) | 'nt_xent' | 'attraction' |
     'repulsion'; loss.temperature (SimCLR).
-  model.*: `jnorm.models.default_model_config()` fields (bn_axis_name is set here).
+  model.*: `jnorm.models.default_model_config()` fields.
   data.*: `jnorm.data.get_config_defaults()` fields.  augment: recipe name ('none' = no
     augmentation: both views are the input; 'vector_noise' for vector data).
   batch_size (global, split over devices and processes); num_epochs (may be fractional:
@@ -25,12 +25,16 @@ Fields (`defaults()` holds them all; configs/*.py start from it):
     `optim.cut_init`'s arguments (via `training.step.create_train_state`), gradscale_*
     `methods.MethodSpec`'s fields.
   byol.{tau_base, tau_schedule 'fixed'|'cosine'}: `optim.ema_decay_schedule`'s
-    arguments.  sync_batchnorm.
+    arguments.  sync_batchnorm: BatchNorm statistics over the whole global batch
+    (synced over devices) or per device.
   eval.{every_epochs (0 = only powers of two / end), powers_of_two, knn_k,
     knn_temperature, batch_size, linear_probe, probe_epochs, probe_learning_rate,
     probe_batch_size, bn_stats 'recompute' (BatchNorm statistics re-estimated on the
     train split for the current weights before every evaluation) | 'running'}.
   checkpoint_every_steps, keep_checkpoints, log_every_steps, progress_bar.
+  cpu_tuning 'auto' | 'kernels' | 'xla' | 'gemm' | 'off': on a CPU backend
+    `python -m jnorm.main` calls `jnorm.cpu.enable(conv=cpu_tuning)` unless 'off'
+    (stock XLA and Flax; the results differ in float32 rounding only).
   distributed.{coordinator_address ('' = single process), num_processes, process_id}.
 """
 
@@ -43,6 +47,10 @@ from jnorm import methods
 from jnorm import models
 from jnorm import optim
 from jnorm.data import config as data_config
+
+
+# `cpu_tuning`'s values: `jnorm.cpu.enable`'s `conv` choices, or 'off' (stock XLA and Flax).
+CPU_TUNINGS = ("auto", "kernels", "xla", "gemm", "off")
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -77,35 +85,38 @@ def defaults() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.log_every_steps = 10
   c.progress_bar = True
+  c.cpu_tuning = "auto"
   c.distributed = ml_collections.ConfigDict({
       "coordinator_address": "", "num_processes": 1, "process_id": 0})
   return c
 
 
 def _check_fields(config, reference, prefix: str = "") -> None:
-  """Unknown fields (typos) -> ConfigError naming the field and the known ones."""
+  """A missing field, an unknown one (a typo) or a field group given as a plain value
+  -> ConfigError naming it. `data` fields are `data.config.resolve_config`'s to check."""
+  fix = "start the config from jnorm.training.config.defaults() (as configs/default.py does)"
+  for key in reference.keys():
+    if key not in config:
+      raise errors.ConfigError(f"config.{prefix}{key} is missing; {fix}")
   for key in config.keys():
     if key not in reference:
-      raise errors.ConfigError(
-          f"config.{prefix}{key} is not a known field; use one of {sorted(reference.keys())}")
-    sub = config[key]
-    if isinstance(sub, ml_collections.ConfigDict) and key not in ("model", "data"):
-      _check_fields(sub, reference[key], prefix=f"{prefix}{key}.")
+      raise errors.ConfigError(f"config.{prefix}{key} is not a known field; use one of "
+                               f"{sorted(reference.keys())}")
+    if isinstance(reference[key], ml_collections.ConfigDict) and key != "data":
+      if not isinstance(config[key], ml_collections.ConfigDict):
+        raise errors.ConfigError(
+            f"config.{prefix}{key}={config[key]!r} must be a ConfigDict of fields; {fix}")
+      _check_fields(config[key], reference[key], prefix=f"{prefix}{key}.")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks every field the training job reads; raises a one-line ConfigError.
+  """Checks every field the training job reads, in one pass; raises a one-line ConfigError.
 
-  Each field is checked by the library that uses it (`data.config.resolve_config`,
-  `optim.check_*`, the method's `check_config`); the bounds live there only. Model
-  fields are checked when the network is built (`models.build_ssl_net`).
+  Each value is checked by the library that uses it (`models.check_model_config`,
+  `data.config.resolve_config`, `optim.check_*`, the method's `check_config`); the
+  bounds live there only.
   """
-  ref = defaults()
-  _check_fields(config, ref)
-  for key in config.model.keys():
-    if key not in ref.model:
-      raise errors.ConfigError(
-          f"config.model.{key} is not a known field; use one of {sorted(ref.model.keys())}")
+  _check_fields(config, defaults())
   method = methods.get_method(config.method)
   errors.check_choice("negatives", config.negatives, methods.NEGATIVES)
   method.check_config(config)
@@ -113,6 +124,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       tuple(augment.RECIPES) + ("none", augment.VECTOR_NOISE))
   errors.check_positive("batch_size", config.batch_size)
   errors.check_positive("num_epochs", config.num_epochs)
+  models.check_model_config(config.model)
   data_config.resolve_config(config.data)
   o = config.optim
   optim.check_schedule(learning_rate=o.learning_rate, warmup_epochs=o.warmup_epochs,
@@ -133,6 +145,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   errors.check_choice("eval.bn_stats", e.bn_stats, ("recompute", "running"))
   for field in ("checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
     errors.check_positive(field, config[field])
+  errors.check_choice("cpu_tuning", config.cpu_tuning, CPU_TUNINGS)
 
 
 def to_saved(config, info: dict) -> dict:

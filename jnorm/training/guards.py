@@ -1,5 +1,4 @@
-"""Guards of a training run: checks made before it writes anything (a complete config,
-the batch layout, whether a workdir's checkpoints belong to this config) and the
+"""Guards of a training run: checks made before it writes anything (the batch layout, whether a workdir's checkpoints belong to this config) and the
 fail-fast check of non-finite values during training and evaluation."""
 
 import json
@@ -13,7 +12,6 @@ import numpy as np
 from jnorm import errors
 from jnorm import io
 from jnorm.training import checkpoint as ckpt_lib
-from jnorm.training import config as train_config
 from jnorm.training import step as ts
 
 
@@ -78,7 +76,8 @@ def check_finite_eval(record: dict, step: int, last_saved) -> None:
 # Fields a resumed run may change: they change how a run is logged, checkpointed or
 # launched, not what it computes.
 RESUMABLE_CHANGES = ("progress_bar", "log_every_steps", "checkpoint_every_steps",
-                     "keep_checkpoints", "distributed", "data.data_dir", "data.in_memory")
+                     "keep_checkpoints", "distributed", "data.data_dir", "data.in_memory",
+                     "cpu_tuning")
 
 
 def _flatten(tree, prefix: str = "") -> dict:
@@ -103,22 +102,6 @@ def _config_differences(saved: dict, config) -> list:
     if given[key] != saved[key]:
       diffs.append(f"{key}: {saved[key]!r} -> {given[key]!r}")
   return diffs
-
-
-def check_complete(config) -> None:
-  """Raises `ConfigError` for a field the training job reads that the config lacks."""
-  ref = train_config.defaults()
-  fix = "start the config from jnorm.training.config.defaults() (as configs/default.py does)"
-  for key in ref.keys():
-    if key not in config:
-      raise errors.ConfigError(f"config.{key} is missing; {fix}")
-    if isinstance(ref[key], ml_collections.ConfigDict) and key != "data":
-      if not isinstance(config[key], ml_collections.ConfigDict):
-        raise errors.ConfigError(
-            f"config.{key}={config[key]!r} must be a ConfigDict of fields; {fix}")
-      for sub in ref[key].keys():
-        if sub not in config[key] and sub != "bn_axis_name":
-          raise errors.ConfigError(f"config.{key}.{sub} is missing; {fix}")
 
 
 def check_layout(config) -> None:

@@ -24,6 +24,7 @@ is logged or checkpointed, so the newest checkpoint is the last good one.
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -34,11 +35,10 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from jnorm import cpu
 from jnorm import data
 from jnorm import errors
 from jnorm import io
-from jnorm import models
-from jnorm import xla_cpu
 from jnorm.training import build
 from jnorm.training import checkpoint as ckpt_lib
 from jnorm.training import config as train_config
@@ -98,7 +98,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   holding the workdir, the dataset, a batch larger than the data, checkpoints of
   another config) is checked before the run writes its first file (the lock).
   """
-  guards.check_complete(config)
   train_config.validate(config)
   _maybe_init_distributed(config)
   primary = is_primary()
@@ -229,14 +228,19 @@ def _results(config, run, ds, curve, metrics, start_step, train_seconds, wall,
       "wall_seconds": wall,
       "method": config.method,
       "num_devices": jax.device_count(),
-      # XLA:CPU's float32 results depend on its thread pool's size (jnorm.xla_cpu).
-      "xla_cpu_threads": xla_cpu.thread_pool_size(),
-      # The convolution that ran ('auto' resolved): 'ffi' and 'xla' agree to float32
-      # rounding, not bit for bit (jnorm.models.conv).
-      "conv_impl": models.resolve_conv(config.model.conv_impl),
+      # XLA:CPU's float32 results depend on its thread pool's size (jnorm.cpu).
+      "xla_cpu_threads": cpu.thread_pool_size(),
+      # What jnorm.cpu.enable() put in place (None: stock XLA and Flax). Tuned and
+      # stock runs agree to float32 rounding, not bit for bit.
+      "cpu_tuning": _tuning_record(),
       "knn_curve": curve,
       "dataset": ds.info,
   }
+
+
+def _tuning_record() -> dict | None:
+  tuning = cpu.enabled()
+  return None if tuning is None or tuning.backend != "cpu" else dataclasses.asdict(tuning)
 
 
 def load_trained(workdir: str):

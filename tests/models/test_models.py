@@ -12,7 +12,6 @@ import pytest
 
 from jnorm import models
 from jnorm.errors import ConfigError
-from jnorm.models import conv as conv_lib
 import multiprocess_worker as mw
 
 
@@ -127,18 +126,17 @@ def _batch_norm_train(y):
 @pytest.mark.parametrize("zero_init", [True, False])
 def test_zero_init_residual_block_is_relu_of_shortcut(block_cls, cin, filters, strides,
                                                       zero_init):
-  conv = lambda *a, **k: models.Conv(*a, use_bias=False, implementation="xla", **k)
+  conv = lambda *a, **k: nn.Conv(*a, use_bias=False, **k)
   norm = lambda **k: nn.BatchNorm(use_running_average=False, momentum=0.9, **k)
-  barrier = functools.partial(conv_lib.barrier_for, implementation="xla")
   block = block_cls(filters=filters, strides=strides, conv=conv, norm=norm,
-                    barrier=barrier, zero_init_residual=zero_init)
+                    zero_init_residual=zero_init)
   # Post-ReLU inputs (non-negative), as every block sees inside the ResNet.
   x = jax.nn.relu(jax.random.normal(jax.random.key(0), (4, 6, 6, cin)))
   variables, y = jax.jit(_init_apply_block, static_argnums=0)(block, x)
   params = variables["params"]
   if "shortcut_conv" in params:
-    s = conv_lib.conv_xla(x, params["shortcut_conv"]["kernel"], strides=(strides,) * 2,
-                          padding=((0, 0), (0, 0)))
+    s = jax.lax.conv_general_dilated(x, params["shortcut_conv"]["kernel"], (strides,) * 2,
+                                     "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     expected = jax.nn.relu(_batch_norm_train(np.asarray(s, np.float64)))
   else:
     expected = np.asarray(x)
@@ -146,97 +144,6 @@ def test_zero_init_residual_block_is_relu_of_shortcut(block_cls, cin, filters, s
     np.testing.assert_allclose(y, expected, atol=1e-5)
   else:
     assert np.max(np.abs(np.asarray(y) - expected)) > 0.1
-
-
-# ---------------------------------------------------------------- the GEMM conv
-
-
-CONV_CASES = [  # (kernel, stride, padding, H): the ResNets' convs and nn.Conv's modes
-    (1, 1, "VALID", 7), (1, 2, "VALID", 8), (1, 2, "SAME", 7),
-    (3, 1, ((1, 1), (1, 1)), 6), (3, 2, ((1, 1), (1, 1)), 7), (3, 2, "SAME", 8),
-    (7, 2, ((3, 3), (3, 3)), 9), (7, 1, 3, 5), (3, 2, ((0, 1), (2, 0)), 9)]
-
-
-def _conv_fn(impl, kernel, stride, padding):
-  def f(x, w):
-    pads = conv_lib.resolve_padding(padding, in_spatial=x.shape[1:3],
-                                    kernel_size=(kernel, kernel), strides=(stride, stride))
-    fn = conv_lib.conv_gemm if impl == "gemm" else conv_lib.conv_xla
-    return fn(x, w, strides=(stride, stride), padding=pads)
-  return f
-
-
-def _conv_value_and_grads(impl, kernel, stride, padding, x, w, cotangent):
-  f = _conv_fn(impl, kernel, stride, padding)
-  y, vjp = jax.vjp(f, x, w)
-  return (y, *vjp(cotangent))
-
-
-@pytest.mark.parametrize("kernel,stride,padding,size", CONV_CASES)
-def test_gemm_conv_matches_xla_float32(kernel, stride, padding, size):
-  kx, kw, kc = jax.random.split(jax.random.key(kernel * 10 + stride), 3)
-  x = jax.random.normal(kx, (3, size, size, 5))
-  w = jax.random.normal(kw, (kernel, kernel, 5, 6)) / kernel
-  out_shape = jax.eval_shape(_conv_fn("xla", kernel, stride, padding), x, w).shape
-  g = jax.random.normal(kc, out_shape)
-
-  @jax.jit
-  def both(x, w, g):
-    return [_conv_value_and_grads(impl, kernel, stride, padding, x, w, g)
-            for impl in ("gemm", "xla")]
-  got, want = both(x, w, g)
-  for a, b in zip(got, want):
-    assert a.shape == b.shape and a.dtype == jnp.float32
-    scale = float(jnp.max(jnp.abs(b)))
-    np.testing.assert_allclose(a, b, atol=1e-5 * scale, rtol=1e-5)
-
-
-@pytest.mark.parametrize("kernel,stride,padding,size", CONV_CASES[1::2])
-def test_gemm_conv_matches_xla_float64(x64, kernel, stride, padding, size):
-  rng = np.random.default_rng(kernel + 7 * stride)
-  x = jnp.asarray(rng.normal(size=(2, size, size, 3)))
-  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 4)))
-  ref = _conv_fn("xla", kernel, stride, padding)(x, w)
-  g = jnp.asarray(rng.normal(size=ref.shape))
-
-  @jax.jit
-  def both(x, w, g):
-    return [_conv_value_and_grads(impl, kernel, stride, padding, x, w, g)
-            for impl in ("gemm", "xla")]
-  got, want = both(x, w, g)
-  for a, b in zip(got, want):
-    assert a.dtype == jnp.float64
-    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-
-
-def test_conv_module_is_a_drop_in_for_nn_conv():
-  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
-  kw = dict(features=4, kernel_size=(3, 3), strides=2, padding=((1, 1), (1, 1)))
-  ref_vars = nn.Conv(**kw).init(jax.random.key(1), x)
-  for impl in ("gemm", "xla", "auto"):
-    mine = models.Conv(**kw, implementation=impl)
-    variables = mine.init(jax.random.key(1), x)
-    # Same parameter names, shapes and initial values as nn.Conv with the same key.
-    assert jax.tree.all(jax.tree.map(np.array_equal, variables, ref_vars))
-    np.testing.assert_allclose(mine.apply(variables, x), nn.Conv(**kw).apply(ref_vars, x),
-                               atol=1e-5)
-
-
-def test_auto_uses_gemm_on_cpu_only_under_ynnpack_convolutions(monkeypatch):
-  # Without jnorm's CPU kernels (tests/models/test_cpu_kernels.py covers them).
-  assert jax.default_backend() == "cpu"
-  monkeypatch.setattr(conv_lib.cpu_kernels, "status", lambda: "turned off")
-  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=reduce")
-  assert not conv_lib.use_gemm("auto")  # jnorm's default: Eigen convolutions
-  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-  assert conv_lib.use_gemm("auto")  # XLA's default: YNNPACK convolutions
-
-
-def test_explicit_implementations_and_bad_name_is_a_config_error():
-  assert conv_lib.use_gemm("gemm")
-  assert not conv_lib.use_gemm("xla")
-  with pytest.raises(ConfigError, match="conv_impl"):
-    conv_lib.use_gemm("winograd")
 
 
 # ---------------------------------------------------------------- heads and builder
@@ -284,12 +191,12 @@ def test_build_ssl_net_from_config_and_errors():
   assert out["backbone"].shape == (2, 128) and out["predictor"].shape == (2, 16)
   assert all(o.dtype == jnp.float32 for o in out.values())
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
-  for field, bad in [("backbone", "resnet19"), ("stem", "tiny"), ("conv_impl", "fft"),
-                     ("compute_dtype", "float16"), ("predictor_hidden", -1)]:
+  for field, bad in [("backbone", "resnet19"), ("stem", "tiny"), ("compute_dtype", "float16"),
+                     ("predictor_hidden", -1), ("mlp_features", (32, 0))]:
     c = models.default_model_config()
     c[field] = bad
     with pytest.raises(ConfigError, match=field):
-      models.build_ssl_net(c)
+      models.check_model_config(c)
 
 
 # ---------------------------------------------------------------- synced BN
@@ -305,7 +212,7 @@ _SHARD_MAP_SCRIPT = textwrap.dedent("""
   def net(axis_name):
     # One basic block with a projection shortcut: every kind of BN the ResNets use.
     backbone = models.ResNet(stage_sizes=(1, 1), block_cls=models.BasicBlock,
-                             num_filters=4, bn_axis_name=axis_name, conv_impl="xla")
+                             num_filters=4, bn_axis_name=axis_name)
     return models.SSLNet(
         backbone=backbone,
         projector=models.Projector(features=(8, 8), use_bn=True, bn_axis_name=axis_name),
@@ -356,29 +263,39 @@ def test_mlp_backbone_shapes_and_errors():
   assert out["backbone"].shape == (4, 16) and out["projector"].shape == (4, 8)
   with pytest.raises(ValueError, match="vectors"):
     net.init(jax.random.key(0), jnp.zeros((2, 8, 8, 1)), train=True)
-  cfg.mlp_features = (32, 0)
-  with pytest.raises(ConfigError, match="mlp_features"):
-    models.build_ssl_net(cfg)
 
 
-def test_fusion_barrier_is_the_identity_and_survives_xla_optimisation():
-  """Bit-identical values and gradients, and XLA:CPU keeps the conditional (if a future
-  XLA folds the always-true predicate, the barrier no longer stops the fusion)."""
-  x = jax.random.normal(jax.random.key(0), (4, 6, 6, 3))
-  kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
+def test_default_model_is_stock_flax_and_jvp_runs_through_it_in_train_mode():
+  """Without `jnorm.cpu.enable()` the models are `nn.Conv` and `nn.BatchNorm`, so
+  forward-mode autodiff works (a `custom_vjp` layer would raise a TypeError)."""
+  assert models.layers.is_stock()
+  cfg = models.default_model_config()
+  cfg.backbone, cfg.projector_dims = "small_resnet", (16, 8)
+  net = models.build_ssl_net(cfg)
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+  variables = net.init(jax.random.key(1), x, train=True)
+  assert {type(m).__name__ for m in _submodules(net, variables, x)} >= {"Conv", "BatchNorm"}
 
-  def loss(kernel, x, barrier):
-    y = jax.nn.relu(x)
-    y = conv_lib.fusion_barrier(y) if barrier else y
-    return jnp.sum(conv_lib.conv_xla(y, kernel, strides=(1, 1),
-                                     padding=((1, 1), (1, 1))) ** 2)
+  def embed(x):
+    out, _ = net.apply(variables, x, train=True, mutable=["batch_stats"])
+    return out["projector"]
 
-  grads = [jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(kernel, x, b)
-           for b in (False, True)]
-  for plain, barred in zip(*grads):
-    np.testing.assert_array_equal(plain, barred)
-  np.testing.assert_array_equal(conv_lib.fusion_barrier(x), x)
-  nan = x.at[0, 0, 0, 0].set(jnp.nan)  # the predicate is true for NaN too
-  np.testing.assert_array_equal(conv_lib.fusion_barrier(nan), nan)
-  hlo = jax.jit(jax.grad(loss), static_argnums=2).lower(kernel, x, True).compile().as_text()
-  assert "conditional(" in hlo
+  tangent = jax.random.normal(jax.random.key(2), x.shape)
+  _, jvp = jax.jit(lambda x, t: jax.jvp(embed, (x,), (t,)))(x, tangent)
+  # Forward mode agrees with reverse mode: <J t, u> == <t, J^T u>.
+  u = jax.random.normal(jax.random.key(3), jvp.shape)
+  (vjp,) = jax.vjp(embed, x)[1](u)
+  np.testing.assert_allclose(jnp.vdot(jvp, u), jnp.vdot(tangent, vjp), rtol=1e-4)
+
+
+def _submodules(net, variables, x):
+  """The modules `net` calls on `x` (flax's interceptor)."""
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    seen.append(context.module)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    net.apply(variables, x, train=False)
+  return [m for m in seen if type(m).__module__.startswith("flax.")]

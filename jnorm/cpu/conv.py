@@ -1,33 +1,25 @@
-"""Convolutions for the ResNets: a drop-in `nn.Conv` with a GEMM form and a form on
-jnorm's CPU kernels, and a CPU fusion barrier.
+"""The CPU convolution layer `jnorm.cpu.enable()` puts in place of `nn.Conv`.
 
-Under XLA:CPU's default kernels (jaxlib 0.10: YNNPACK convolutions) the native
-convolution's gradients are slow (benchmarks/README.md: a Flax ResNet-18 SimCLR step at
-0.43x torch). A KxK convolution is the same function as
+`Conv` is a drop-in for `flax.linen.Conv` (the same parameter names, shapes and
+initialisers, so a parameter tree moves between the two) with three implementations:
 
-  patches = concat_{i<kh, j<kw} x_pad[:, i::sh, j::sw, :]     # [B, Ho, Wo, kh*kw*Cin]
-  y       = patches @ kernel.reshape(kh*kw*Cin, Cout)          # [B, Ho, Wo, Cout]
+- 'kernels': the forward pass, the kernel gradient and (when Cin is a multiple of 16)
+  the input gradient on jnorm's compiled CPU kernels (`jnorm.cpu.kernels`). XLA:CPU's
+  own kernel gradient runs on about one core for the ResNets' small layers. Layers the
+  kernels do not handle (not float32, Cout not a multiple of 16, or kernels of more
+  than 2^18 elements, where XLA's are as fast) keep XLA's convolution. A
+  `jax.custom_vjp`: reverse-mode differentiation only (no `jax.jvp`).
+- 'xla': the native convolution, when XLA:CPU runs it with Eigen's kernels (the flag
+  `jnorm.cpu.enable()` sets, `jnorm.cpu.flags`).
+- 'gemm': the same function as im2col (strided slices) plus one matmul per pass, which
+  XLA:CPU runs at GEMM speed; the fast form when XLA sends convolutions to YNNPACK (its
+  default without that flag).
 
-("im2col" written as strided slices), so the forward pass and both gradients become
-matrix products plus copies, which XLA:CPU runs at GEMM speed. The summation order
-differs from the native convolution, so results agree to float32 rounding, not
-bit for bit (tested in tests/models/test_models.py).
+'auto' (`resolve`) is 'kernels' where they could be built, else 'xla' or 'gemm' by the
+XLA flags. The implementations agree to float32 rounding, not bit for bit (tested).
 
-`Conv(implementation='ffi')` runs the convolution, its kernel gradient and (when Cin is
-a multiple of 16) its input gradient on jnorm's compiled CPU kernels
-(`jnorm.models.cpu_kernels`): XLA:CPU's own kernel gradient runs on about one core for
-the ResNets' small layers, and the kernels took the SmallResNet step from 1.04x to 1.29x
-torch (benchmarks/README.md). Layers they do not handle (not float32, Cout not a
-multiple of 16, or kernels of more than 2^18 elements, where XLA's are as fast) keep
-XLA's convolution. Being a `jax.custom_vjp`, it supports reverse-mode differentiation
-only (no `jax.jvp`).
-
-`Conv(implementation='auto')` (`resolve`) keeps the native convolution on GPU/TPU,
-where it is fast; on CPU it uses 'ffi' when the kernels could be built, else the native
-convolution when XLA runs it with Eigen's kernels (jnorm's default XLA:CPU flag,
-`jnorm.xla_cpu`: 0.88x torch against the GEMM's 0.53x on a ResNet-18 step) and the GEMM
-when the convolutions go to YNNPACK (XLA's default without that flag). Decided from
-`jax.default_backend()`, `XLA_FLAGS` and the kernels' build when the function is traced.
+Where a layer runs on XLA's kernel gradient, its input passes through `fusion_barrier`
+first (see there). benchmarks/README.md has the measurements behind each choice.
 """
 
 import functools
@@ -40,11 +32,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jnorm import xla_cpu
+from jnorm.cpu import flags
+from jnorm.cpu import kernels
 from jnorm.errors import check_choice
-from jnorm.models import cpu_kernels
 
-IMPLEMENTATIONS = ("auto", "xla", "gemm", "ffi")
+IMPLEMENTATIONS = ("auto", "kernels", "xla", "gemm")
 
 Padding = str | int | Sequence[int | tuple[int, int]]
 
@@ -147,93 +139,61 @@ def fusion_barrier(y: jax.Array) -> jax.Array:
   When that input is a ReLU(BatchNorm(.)) output, XLA fuses the BatchNorm and ReLU into
   the transposing copy and recomputes them there, in an order that reads memory at a
   stride of the whole feature map: 4.4 ms for [128, 16, 16, 32] against 0.8 ms for the
-  transpose of the stored values (benchmarks/README.md). Passing `y` through a
-  conditional whose predicate is always true (it tests a value for being NaN or not)
-  stops that fusion: XLA cannot look inside the conditional, so the copy reads the
-  stored `y`. The result and its gradient are `y`'s, bit for bit; the branch that adds
-  1 never runs. A no-op off CPU, where the convolutions need no such copies.
+  transpose of the stored values. Passing `y` through a conditional whose predicate is
+  always true (it tests a value for being NaN or not) stops that fusion: XLA cannot look
+  inside the conditional, so the copy reads the stored `y`. The result and its gradient
+  are `y`'s, bit for bit; the branch that adds 1 never runs. jnorm's kernels read their
+  input as stored, so layers on them need no barrier.
   """
-  if jax.default_backend() != "cpu":
-    return y
   first = y.reshape(-1)[0]
   always = jnp.isnan(first) | ~jnp.isnan(first)
   return lax.cond(always, lambda a: a, lambda a: a + 1, y)
 
 
-def barrier_for(x: jax.Array, *kernel_shapes: Sequence[int], implementation: str = "auto",
-                dtype: Any = None) -> jax.Array:
-  """`fusion_barrier(x)` where it pays, else `x`: before convolutions that read `x`.
-
-  The barrier saves the transposing copies of XLA's kernel gradient; jnorm's CPU kernels
-  read their input as stored, so before convolutions that all run on them it would only
-  add a copy of `x` (3.4% of the SmallResNet step, benchmarks/README.md).
-
-  Args:
-    x: the activation the convolutions read.
-    *kernel_shapes: each reading convolution's kernel shape [kh, kw, Cin, Cout].
-    implementation: their `Conv.implementation`.
-    dtype: their computation dtype (None: x's).
-  """
-  dtype = x.dtype if dtype is None else dtype
-  on_kernels = resolve(implementation) == "ffi" and all(
-      cpu_kernels.supports_kernel(shape, dtype) for shape in kernel_shapes)
-  return x if on_kernels else fusion_barrier(x)
-
-
 def _xla_or_gemm() -> str:
   """XLA's own convolutions on CPU: 'xla' on Eigen, 'gemm' when they go to YNNPACK."""
-  return ("xla" if xla_cpu.eigen_convolutions(os.environ.get("XLA_FLAGS", ""))
+  return ("xla" if flags.eigen_convolutions(os.environ.get("XLA_FLAGS", ""))
           else "gemm")
 
 
 def resolve(implementation: str) -> str:
-  """The convolution `implementation` runs on the current backend: 'xla', 'gemm' or 'ffi'.
+  """The convolution `implementation` runs: 'kernels', 'xla' or 'gemm'.
 
-  'auto': on GPU/TPU 'xla' (cuDNN / the MXU convolution); on CPU 'ffi' when jnorm's CPU
-  kernels could be built (`cpu_kernels.status()`), else 'gemm' when XLA sends
-  convolutions to YNNPACK (slow there) and 'xla' on Eigen.
+  'auto': 'kernels' when jnorm's CPU kernels could be built (`kernels.status()`), else
+  'gemm' when XLA sends convolutions to YNNPACK (slow there) and 'xla' on Eigen.
 
   Raises:
-    ConfigError: an unknown name, or 'ffi' where the CPU kernels cannot run.
+    ConfigError: an unknown name, or 'kernels' where they cannot run.
   """
-  check_choice("conv_impl", implementation, IMPLEMENTATIONS)
-  on_cpu = jax.default_backend() == "cpu"
-  if implementation == "ffi" and not (on_cpu and cpu_kernels.available()):
-    reason = cpu_kernels.status() if on_cpu else f"backend is {jax.default_backend()}"
-    raise cpu_kernels.unavailable(reason)
+  check_choice("conv", implementation, IMPLEMENTATIONS)
+  if implementation == "kernels" and not kernels.available():
+    raise kernels.unavailable(kernels.status())
   if implementation != "auto":
     return implementation
-  if not on_cpu:
-    return "xla"
-  return "ffi" if cpu_kernels.available() else _xla_or_gemm()
-
-
-def use_gemm(implementation: str) -> bool:
-  """True when `implementation` selects the GEMM path on the current backend."""
-  return resolve(implementation) == "gemm"
+  return "kernels" if kernels.available() else _xla_or_gemm()
 
 
 def _forward(x, kernel, strides, padding):
   out = lax.conv_general_shape_tuple(x.shape, kernel.shape, strides, padding,
                                      ("NHWC", "HWIO", "NHWC"))
-  return cpu_kernels.conv(x, kernel, out[1:3], strides=strides, padding=padding)
+  return kernels.conv(x, kernel, out[1:3], strides=strides, padding=padding)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_ffi(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
+def _conv_kernels(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
               padding: tuple[tuple[int, int], ...]) -> jax.Array:
   return _forward(x, kernel, strides, padding)
 
 
-def _conv_ffi_fwd(x, kernel, strides, padding):
+def _conv_kernels_fwd(x, kernel, strides, padding):
   return _forward(x, kernel, strides, padding), (x, kernel)
 
 
-def _conv_ffi_bwd(strides, padding, residuals, dy):
+def _conv_kernels_bwd(strides, padding, residuals, dy):
   x, kernel = residuals
-  dw = cpu_kernels.kernel_grad(x, dy, kernel.shape, strides=strides, padding=padding)
+  dw = kernels.kernel_grad(x, dy, kernel.shape, strides=strides, padding=padding)
   if x.shape[-1] % 16 == 0:  # the correlation's Cout is Cin
-    dx = cpu_kernels.input_grad(dy, kernel, x.shape, strides=strides, padding=padding)
+    dx = kernels.input_grad(dy, kernel, x.shape, strides=strides, padding=padding)
   else:
     _, x_vjp = jax.vjp(
         lambda x: conv_xla(x, kernel, strides=strides, padding=padding), x)
@@ -241,28 +201,22 @@ def _conv_ffi_bwd(strides, padding, residuals, dy):
   return dx, dw
 
 
-_conv_ffi.defvjp(_conv_ffi_fwd, _conv_ffi_bwd)
+_conv_kernels.defvjp(_conv_kernels_fwd, _conv_kernels_bwd)
 
 
-def conv_ffi(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
-             padding: Sequence[tuple[int, int]]) -> jax.Array:
-  """`conv_xla` on jnorm's CPU kernels (`cpu_kernels.conv`, `cpu_kernels.kernel_grad`).
+def conv_kernels(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
+                 padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """`conv_xla` on jnorm's CPU kernels (`kernels.conv`, `kernels.kernel_grad`).
 
   The forward pass, the kernel gradient and, when Cin is a multiple of 16, the input
-  gradient (`cpu_kernels.input_grad`) run on the compiled kernels (else the input
-  gradient is XLA's); all agree with `conv_xla` to float32 rounding. Layers the kernels
-  do not handle (`cpu_kernels.supports`: not float32, Cout not a multiple of 16, or a
-  kernel of more than `cpu_kernels.MAX_KERNEL_SIZE` elements) get XLA's convolution
-  (`conv_xla`, or `conv_gemm` when XLA sends convolutions to YNNPACK).
-  Reverse-mode differentiation only (a `jax.custom_vjp`).
+  gradient (`kernels.input_grad`) run on the compiled kernels (else the input gradient
+  is XLA's); all agree with `conv_xla` to float32 rounding. Only for layers that
+  `kernels.supports`; reverse-mode differentiation only (a `jax.custom_vjp`).
   """
-  if not cpu_kernels.supports(x, kernel):
-    fallback = conv_gemm if _xla_or_gemm() == "gemm" else conv_xla
-    return fallback(x, kernel, strides=strides, padding=padding)
-  return _conv_ffi(x, kernel, tuple(strides), tuple(map(tuple, padding)))
+  return _conv_kernels(x, kernel, tuple(strides), tuple(map(tuple, padding)))
 
 
-_CONVOLUTIONS = {"xla": conv_xla, "gemm": conv_gemm, "ffi": conv_ffi}
+_CONVOLUTIONS = {"xla": conv_xla, "gemm": conv_gemm, "kernels": conv_kernels}
 
 
 class Conv(nn.Module):
@@ -281,10 +235,8 @@ class Conv(nn.Module):
     dtype: computation dtype (inputs and kernel are promoted to it).
     param_dtype: parameter dtype.
     kernel_init, bias_init: as `nn.Conv`.
-    implementation: 'xla' (lax.conv), 'gemm' (im2col + matmul), 'ffi' (jnorm's CPU
-      kernels, `conv_ffi`) or 'auto' (`resolve`: xla on GPU/TPU; on CPU ffi
-      where the kernels build, else xla, or gemm when XLA sends convolutions to
-      YNNPACK).
+    implementation: 'kernels' (jnorm's CPU kernels, `conv_kernels`), 'xla'
+      (lax.conv), 'gemm' (im2col + matmul) or 'auto' (`resolve`).
   """
   features: int
   kernel_size: int | Sequence[int]
@@ -310,8 +262,12 @@ class Conv(nn.Module):
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     padding = resolve_padding(self.padding, in_spatial=x.shape[1:3],
                               kernel_size=kernel_size, strides=strides)
-    conv = _CONVOLUTIONS[resolve(self.implementation)]
-    y = conv(x, kernel, strides=strides, padding=padding)
+    implementation = resolve(self.implementation)
+    if implementation == "kernels" and not kernels.supports(x, kernel):
+      implementation = _xla_or_gemm()
+    if implementation != "kernels":
+      x = fusion_barrier(x)
+    y = _CONVOLUTIONS[implementation](x, kernel, strides=strides, padding=padding)
     if bias is not None:
       y = y + bias
     return y

@@ -1,4 +1,5 @@
-"""Tests of jnorm's compiled CPU kernel (a convolution's kernel gradient) and conv_ffi."""
+"""jnorm's compiled CPU kernels (jnorm.cpu.kernels), the convolution on them
+(jnorm.cpu.conv.conv_kernels) and the switch's choice of convolution."""
 
 import functools
 import pathlib
@@ -12,11 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jnorm import cpu
 from jnorm import models
-from jnorm import xla_cpu
+from jnorm.cpu import conv as conv_lib
+from jnorm.cpu import kernels as cpu_kernels
 from jnorm.errors import ConfigError
-from jnorm.models import conv as conv_lib
-from jnorm.models import cpu_kernels
+from jnorm.models import layers
 
 # (batch, height, width, cin, cout, kernel, strides, padding)
 CASES = [
@@ -66,7 +68,7 @@ def _xla_input_grad(x, kernel, dy, strides, padding):
 
 
 def test_the_kernel_builds_here():
-  # Every other test of the 'ffi' path depends on this: CI has a C++ compiler.
+  # Every other test of the kernels depends on this: CI has a C++ compiler.
   assert cpu_kernels.status() is None, cpu_kernels.status()
 
 
@@ -106,7 +108,7 @@ def test_kernel_matches_xla_in_float64(name, case):
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[4], INPUT_GRAD_CASES[0]])
-def test_conv_ffi_value_and_gradients_match_float64(case):
+def test_conv_kernels_value_and_gradients_match_float64(case):
   # Input gradients on the kernels (stride 1 and 2) and XLA's (Cin 3 and 6).
   x, kernel, dy = _inputs(case, seed=1)
   strides, padding = case[6], case[7]
@@ -116,7 +118,7 @@ def test_conv_ffi_value_and_gradients_match_float64(case):
                      x, kernel)
     return (y, *vjp(dy))
 
-  got = jax.jit(functools.partial(value_and_grads, conv_lib.conv_ffi))(x, kernel, dy)
+  got = jax.jit(functools.partial(value_and_grads, conv_lib.conv_kernels))(x, kernel, dy)
   with jax.enable_x64(True):
     want = value_and_grads(conv_lib.conv_xla, *(
         jnp.asarray(np.asarray(a), jnp.float64) for a in (x, kernel, dy)))
@@ -126,19 +128,22 @@ def test_conv_ffi_value_and_gradients_match_float64(case):
     np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * np.abs(b).max(), err_msg=name)
 
 
-def test_conv_ffi_falls_back_to_xla_where_the_kernels_do_not_apply(x64):
-  # float64, Cout not a multiple of 16, and kernels above MAX_KERNEL_SIZE go through
-  # XLA's convolution and gradients, bit for bit.
-  kw = dict(strides=(1, 1), padding=((1, 1), (1, 1)))
+def test_layers_the_kernels_do_not_take_run_xlas_convolution_bit_for_bit(x64, monkeypatch):
+  # float64, Cout not a multiple of 16, and kernels above MAX_KERNEL_SIZE; under the
+  # switch's flag (Eigen convolutions) XLA's own form is the fallback.
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=reduce")
   for dtype, cin, cout in [(jnp.float64, 3, 16), (jnp.float32, 3, 5),
                            (jnp.float32, 512, 512)]:
     x = jax.random.normal(jax.random.key(0), (2, 4, 4, cin), dtype)
     kernel = jax.random.normal(jax.random.key(1), (3, 3, cin, cout), dtype)
     assert not cpu_kernels.supports(x, kernel)
-    loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k, **kw)))
-    got = jax.jit(jax.grad(loss(conv_lib.conv_ffi), (0, 1)))(x, kernel)
-    want = jax.jit(jax.grad(loss(conv_lib.conv_xla), (0, 1)))(x, kernel)
-    for a, b in zip(got, want):
+
+    def grads(implementation):
+      layer = conv_lib.Conv(cout, (3, 3), use_bias=False, dtype=dtype, param_dtype=dtype,
+                            implementation=implementation)
+      loss = lambda k, x: jnp.sum(jnp.sin(layer.apply({"params": {"kernel": k}}, x)))
+      return jax.jit(jax.grad(loss, (0, 1)))(kernel, x)
+    for a, b in zip(grads("kernels"), grads("xla")):
       np.testing.assert_array_equal(a, b)
   assert cpu_kernels.supports(x[..., :128], kernel[:, :, :128, :128])
 
@@ -147,14 +152,14 @@ _POOL_SCRIPT = textwrap.dedent("""
     import os, sys
     os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})
     import jax, numpy as np
-    import jnorm
-    from jnorm.models import cpu_kernels
+    import jnorm.cpu
+    from jnorm.cpu import kernels as cpu_kernels
     x = jax.random.normal(jax.random.key(0), (16, 12, 12, 32))
     dy = jax.random.normal(jax.random.key(1), (16, 12, 12, 32))
     kw = dict(strides=(1, 1), padding=((1, 1), (1, 1)))
     g = jax.jit(lambda x, dy: cpu_kernels.kernel_grad(x, dy, (3, 3, 32, 32), **kw))(x, dy)
     y = jax.jit(lambda x, k: cpu_kernels.conv(x, k, (12, 12), **kw))(x, g)
-    print(jnorm.xla_cpu.thread_pool_size(), np.asarray(g).tobytes().hex(),
+    print(jnorm.cpu.thread_pool_size(), np.asarray(g).tobytes().hex(),
           np.asarray(y).tobytes().hex())
 """)
 
@@ -162,7 +167,7 @@ _POOL_SCRIPT = textwrap.dedent("""
 def test_kernels_do_not_depend_on_the_thread_pool_size():
   # XLA's own kernel gradient does: the same script with it gives other bits with a pool
   # of 1 thread than with 2 (checked when this test was written).
-  cores = xla_cpu.available_cores()
+  cores = cpu.available_cores()
   assert len(cores) >= 2, "this check needs 2 cores (CI has them)"
   outputs = []
   for group in (cores[:1], cores):
@@ -175,31 +180,31 @@ def test_kernels_do_not_depend_on_the_thread_pool_size():
   assert bits_one == bits_all and len(bits_one) == 2
 
 
-def test_auto_resolves_to_ffi_on_cpu(monkeypatch):
-  assert jax.default_backend() == "cpu"
+def test_auto_resolves_to_the_kernels(monkeypatch):
   for flags in ("--xla_cpu_experimental_ynn_fusion_type=reduce",  # Eigen convolutions
                 "--xla_force_host_platform_device_count=2"):  # YNNPACK convolutions
     monkeypatch.setenv("XLA_FLAGS", flags)
-    assert conv_lib.resolve("auto") == "ffi"
-  assert [conv_lib.resolve(n) for n in ("xla", "gemm", "ffi")] == ["xla", "gemm", "ffi"]
+    assert conv_lib.resolve("auto") == "kernels"
+  assert [conv_lib.resolve(n) for n in ("xla", "gemm", "kernels")] == ["xla", "gemm", "kernels"]
 
 
-def test_without_the_kernel_auto_is_xla_and_ffi_is_a_one_line_config_error(monkeypatch):
-  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=reduce")
+def test_without_the_kernels_auto_is_xla_or_gemm_by_the_flags(monkeypatch):
   monkeypatch.setattr(cpu_kernels, "status", lambda: "no C++ compiler found")
-  assert conv_lib.resolve("auto") == "xla"
-  with pytest.raises(ConfigError, match=r"conv_impl='ffi'.*no C\+\+ compiler") as info:
-    conv_lib.resolve("ffi")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=reduce")
+  assert conv_lib.resolve("auto") == "xla"  # the switch's flag: Eigen convolutions
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  assert conv_lib.resolve("auto") == "gemm"  # XLA's default: YNNPACK convolutions
+  with pytest.raises(ConfigError, match=r"CPU kernels cannot run here.*no C\+\+ compiler") as info:
+    conv_lib.resolve("kernels")
   assert "\n" not in str(info.value)
+  with pytest.raises(ConfigError, match="conv='winograd' is not valid"):
+    conv_lib.resolve("winograd")
   with pytest.raises(ConfigError, match="no C\\+\\+ compiler"):
     cpu_kernels.kernel_grad(jnp.zeros((1, 4, 4, 8)), jnp.zeros((1, 4, 4, 16)),
                             (3, 3, 8, 16), strides=(1, 1), padding=((1, 1), (1, 1)))
 
 
 def test_status_names_why_the_kernel_is_off(monkeypatch, capsys):
-  monkeypatch.setenv(cpu_kernels.OPT_OUT, "0")
-  assert "JNORM_CPU_KERNELS=0" in cpu_kernels.status.__wrapped__()
-  monkeypatch.delenv(cpu_kernels.OPT_OUT)
   monkeypatch.delenv("CXX", raising=False)
   monkeypatch.setattr(cpu_kernels.shutil, "which", lambda name: None)
   assert "no C++ compiler" in cpu_kernels.status.__wrapped__()
@@ -229,26 +234,34 @@ def test_build_is_cached_and_a_failed_build_leaves_nothing(tmp_path):
   assert list((tmp_path / "other").iterdir()) == []
 
 
-def test_ssl_net_gradients_with_ffi_match_xla():
+def test_switch_swaps_the_layers_and_gradients_match_stock_flax():
   x = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
+  net = models.SSLNet(backbone=models.SmallResNet(stem="cifar"),
+                      projector=models.Projector(features=(16, 16), use_bn=False))
+  variables = net.init(jax.random.key(1), x, train=True)  # stock: the same variables
 
-  def grads(impl):
-    net = models.SSLNet(backbone=models.SmallResNet(stem='cifar', conv_impl=impl),
-                        projector=models.Projector(features=(16, 16), use_bn=False))
-    variables = net.init(jax.random.key(1), x, train=True)
-
+  def grads():
     def loss(params):
       out, _ = net.apply({**variables, "params": params}, x, train=True,
                          mutable=["batch_stats"])
       return jnp.sum(jnp.tanh(out["projector"]))
     compiled = jax.jit(jax.grad(loss)).lower(variables["params"]).compile()
-    return compiled(variables["params"]), compiled.as_text().count("conditional(")
+    return compiled(variables["params"]), compiled.as_text()
 
-  (got, ffi_barriers), (want, xla_barriers) = grads("ffi"), grads("xla")
-  # Every convolution runs on the kernels: no fusion barrier is left in the step. On
-  # XLA's, six (each block's input and its first ReLU), each a conditional in the
-  # forward pass and one in the backward.
-  assert (ffi_barriers, xla_barriers) == (0, 12)
+  want, stock_hlo = grads()
+  previous = dict(layers._current)  # pylint: disable=protected-access
+  try:
+    tuning = cpu.enable(xla_flag=False, allocator=False)
+    assert tuning.conv == "kernels" and tuning.batch_norm
+    assert layers.conv().func is conv_lib.Conv and not layers.is_stock()
+    tuned_vars = net.init(jax.random.key(1), x, train=True)
+    assert jax.tree.all(jax.tree.map(np.array_equal, tuned_vars, variables))
+    got, tuned_hlo = grads()
+  finally:
+    layers.restore(previous)
+  assert "jnorm_conv_kernel_grad" in tuned_hlo and "jnorm_conv" not in stock_hlo
+  # Every convolution of the SmallResNet runs on the kernels: no fusion barrier.
+  assert "conditional(" not in tuned_hlo
   leaves = jax.tree_util.tree_leaves_with_path(got)
   assert len(leaves) > 10
   for (path, a), b in zip(leaves, jax.tree.leaves(want)):
@@ -257,21 +270,21 @@ def test_ssl_net_gradients_with_ffi_match_xla():
                                err_msg=jax.tree_util.keystr(path))
 
 
-def test_the_barrier_stands_only_before_convolutions_on_xlas_kernel_gradient():
+def test_the_barrier_stands_only_before_layers_on_xlas_kernel_gradient():
   x = jax.nn.relu(jax.random.normal(jax.random.key(0), (2, 4, 4, 32)))
 
-  def barriers(*kernel_shapes, **kw):
-    fn = jax.jit(lambda x: conv_lib.barrier_for(x, *kernel_shapes, **kw) * 2)
+  def barriers(features, implementation, dtype=jnp.float32):
+    layer = conv_lib.Conv(features, (3, 3), implementation=implementation, dtype=dtype)
+    variables = layer.init(jax.random.key(0), x)
+    fn = jax.jit(lambda x: layer.apply(variables, x))
     return fn.lower(x).compile().as_text().count("conditional(")
 
-  assert conv_lib.barrier_for(x, (3, 3, 32, 32), implementation="ffi") is x
-  assert barriers((3, 3, 32, 32), (1, 1, 32, 64), implementation="auto") == 0
-  # Any reader on XLA's kernel gradient keeps it: a kernel above MAX_KERNEL_SIZE,
+  assert barriers(32, "kernels") == 0
+  # A layer the kernels do not take keeps XLA's kernel gradient and the barrier:
   # bfloat16, Cout not a multiple of 16, or XLA's convolution asked for.
-  assert barriers((3, 3, 32, 32), (3, 3, 32, 2**14), implementation="ffi") == 1
-  assert barriers((3, 3, 32, 32), implementation="ffi", dtype=jnp.bfloat16) == 1
-  assert barriers((3, 3, 32, 8), implementation="ffi") == 1
-  assert barriers((3, 3, 32, 32), implementation="xla") == 1
+  assert barriers(32, "kernels", dtype=jnp.bfloat16) == 1
+  assert barriers(8, "kernels") == 1
+  assert barriers(32, "xla") == 1
 
 
 def test_the_build_runs_at_the_machines_vector_width():

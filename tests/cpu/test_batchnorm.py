@@ -1,4 +1,4 @@
-"""jnorm.models.batchnorm.BatchNorm against flax's nn.BatchNorm: the same variables, the
+"""jnorm.cpu.batchnorm.BatchNorm against flax's nn.BatchNorm: the same variables, the
 same forward bits, the same gradients (float32 rounding; float64 to machine precision),
 locally and with statistics averaged over a named axis."""
 
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jnorm.models.batchnorm import BatchNorm
+from jnorm.cpu.batchnorm import BatchNorm
 import multiprocess_worker as mw
 
 SETTINGS = dict(momentum=0.9, epsilon=1e-5)
@@ -91,7 +91,7 @@ _SHARD_MAP_SCRIPT = textwrap.dedent("""
     import json
     import jax, jax.numpy as jnp, flax.linen as nn, numpy as np
     from jax.sharding import Mesh, PartitionSpec as P
-    from jnorm.models.batchnorm import BatchNorm
+    from jnorm.cpu.batchnorm import BatchNorm
     jax.config.update("jax_enable_x64", True)
     assert jax.device_count() == 4
     mesh = Mesh(np.array(jax.devices()), ("batch",))

@@ -1,4 +1,4 @@
-"""XLA:CPU settings that jnorm applies when it is imported (before any JAX computation).
+"""The XLA:CPU flag and the allocator settings of `jnorm.cpu.enable()`.
 
 On this project's CPU path (small ResNets, 2 cores), XLA:CPU's default routes
 convolutions through YNNPACK fusions. Measured on the experiments' SmallResNet SimCLR
@@ -10,10 +10,9 @@ YNNPACK stays the faster choice for reductions (BatchNorm statistics). So jnorm 
 i.e. YNNPACK for reductions only. The flag changes which kernels run, not the function
 computed (float32 rounding differs in the last bits). It is appended to `XLA_FLAGS`,
 never replacing a user's flags: it is skipped when `XLA_FLAGS` already names
-`xla_cpu_experimental_ynn_fusion_type`, when `JNORM_XLA_CPU_DEFAULTS=0`, and for jaxlib
-versions it was not measured on (an unknown flag aborts XLA). XLA reads `XLA_FLAGS`
-when it creates the CPU client, at the first computation, so importing jnorm after
-`import jax` still works; importing it after a computation has run has no effect.
+`xla_cpu_experimental_ynn_fusion_type`, and for jaxlib versions it was not measured on
+(an unknown flag aborts XLA). XLA reads `XLA_FLAGS` when it creates its clients, at the
+first computation, so the flag takes effect only when set before that.
 
 Memory: XLA:CPU allocates every step's temporaries and outputs with malloc and frees
 them after the step. glibc serves large blocks (above its mmap threshold, at most 32 MB
@@ -21,16 +20,15 @@ by default, and any block bigger than a thread arena's 64 MB heap) with fresh `m
 and unmaps them on free, so each step faults its whole working set back in, page by
 page: 33,400 page faults (137 MB) per SmallResNet step at 16 px and batch 128, 231,000
 (950 MB) at 28 px and batch 256, and first-touch faults are expensive on this
-project's VMs (benchmarks/README.md). `apply_malloc_defaults` sets glibc's allocator
+project's VMs (benchmarks/README.md). `apply_allocator` sets glibc's allocator
 (`mallopt`) to serve large blocks from the main heap and to keep freed memory for
 reuse: no page faults after the first steps, the same results. The cost: the process
 keeps its peak heap (resident memory stays at its high-water mark instead of shrinking
 between steps) and all threads share one malloc arena, which slows XLA's compilation
 (its LLVM threads allocate heavily): 11.0-12.1 s against 9.2-10.2 s to build and
 compile the SmallResNet step. End to end it pays: the README's main command 79 s
-against 84 s, identical results. glibc (Linux) only; opt out with
-`JNORM_MALLOC_DEFAULTS=0` (`JNORM_XLA_CPU_DEFAULTS=0` turns off both defaults). Threads
-that allocated memory before jnorm was imported keep their own arenas.
+against 84 s, identical results. glibc (Linux) only. Threads that allocated memory
+before the call keep their own arenas. Neither setting can be undone in the process.
 """
 
 import ctypes
@@ -40,15 +38,13 @@ import platform
 YNN_FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
 
 YNN_FLAG = f"--{YNN_FLAG_NAME}=reduce"
-OPT_OUT = "JNORM_XLA_CPU_DEFAULTS"
-MALLOC_OPT_OUT = "JNORM_MALLOC_DEFAULTS"
 # jaxlib versions on which the flag exists and was measured (XLA aborts on unknown flags).
 MEASURED_JAXLIB = ("0.10.",)
 
 
-def cpu_flags(xla_flags: str, *, jaxlib_version: str, opt_out: str | None) -> str:
-  """`xla_flags` with jnorm's CPU defaults appended where they apply (pure)."""
-  if opt_out == "0" or YNN_FLAG_NAME in xla_flags:
+def cpu_flags(xla_flags: str, *, jaxlib_version: str) -> str:
+  """`xla_flags` with jnorm's CPU flag appended where it applies (pure)."""
+  if YNN_FLAG_NAME in xla_flags:
     return xla_flags
   if not jaxlib_version.startswith(MEASURED_JAXLIB):
     return xla_flags
@@ -86,19 +82,17 @@ MALLOC_SETTINGS = {
 
 def malloc_env() -> dict[str, str]:
   """The same settings as glibc environment variables, for a process that does not
-  import jnorm (benchmarks/train_step.py --torch-malloc gives them to torch)."""
+  run jnorm (benchmarks/train_step.py --torch-malloc gives them to torch)."""
   return {name: str(value) for name, (_, value) in MALLOC_SETTINGS.items()}
 
 
-def apply_malloc_defaults() -> bool:
+def apply_allocator() -> bool:
   """Sets glibc's malloc to keep freed memory for reuse (see the module docstring).
 
-  Returns True when every setting was accepted; False when opted out, off glibc, or
-  when glibc refused one of them (the others stay applied: each changes only how
-  memory is recycled, never what is computed).
+  Returns True when every setting was accepted; False off glibc, or when glibc refused
+  one of them (the others stay applied: each changes only how memory is recycled,
+  never what is computed).
   """
-  if "0" in (os.environ.get(OPT_OUT), os.environ.get(MALLOC_OPT_OUT)):
-    return False
   if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
     return False
   try:
@@ -109,34 +103,14 @@ def apply_malloc_defaults() -> bool:
   return all([mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS.values()])
 
 
-def available_cores() -> list[int]:
-  """The CPU cores this process may run on (all of them where affinity is unknown)."""
-  if hasattr(os, "sched_getaffinity"):
-    return sorted(os.sched_getaffinity(0))
-  return list(range(os.cpu_count() or 1))
-
-
-# XLA:CPU sizes its thread pool from the cores the process may use when it starts (at
-# the first computation, after jnorm's import), and its float32 results depend on that
-# size: a run on a pool of 1 thread and of 2 differs in the last bits, then in its kNN
-# accuracy (jnorm.jobs.workers). Training runs record it as `xla_cpu_threads`.
-_CORES_AT_IMPORT = len(available_cores())
-
-
-def thread_pool_size() -> int:
-  """XLA:CPU's thread pool size: the cores this process could use when jnorm was imported."""
-  return _CORES_AT_IMPORT
-
-
-def apply_cpu_defaults() -> str:
-  """Appends jnorm's CPU defaults to `os.environ['XLA_FLAGS']`; returns the flags."""
+def apply_xla_flag() -> str:
+  """Appends jnorm's CPU flag to `os.environ['XLA_FLAGS']`; returns the flags."""
   try:
     from jaxlib import version  # pylint: disable=import-outside-toplevel
     jaxlib_version = version.__version__
   except ImportError:
     jaxlib_version = ""
-  flags = cpu_flags(os.environ.get("XLA_FLAGS", ""), jaxlib_version=jaxlib_version,
-                    opt_out=os.environ.get(OPT_OUT))
+  flags = cpu_flags(os.environ.get("XLA_FLAGS", ""), jaxlib_version=jaxlib_version)
   if flags:
     os.environ["XLA_FLAGS"] = flags
   return flags

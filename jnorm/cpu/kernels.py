@@ -4,7 +4,7 @@ XLA:CPU computes a convolution's kernel gradient with Eigen, which splits the wo
 between threads along the output; for the ResNets' layers that output (kh*kw*Cin x
 Cout) is tiny against the contraction (B*Ho*Wo), so the op runs on about one core
 (benchmarks/README.md: 8.15 ms on 2 cores, 9.27 ms on one, for the 16 px 32 -> 32 layer
-at batch 128). `cpu_kernels.cc`, next to this file, has two kernels: `kernel_grad`,
+at batch 128). `kernels.cc`, next to this file, has two kernels: `kernel_grad`,
 which splits the contraction between threads instead, and `conv`, a direct
 convolution (used for the forward pass and, through `input_grad`, the input gradient).
 Both keep tiles of the output in vector registers, at the machine's own vector width
@@ -16,9 +16,9 @@ The kernels are compiled on first use with the machine's C++ compiler (`$CXX`, e
 cached in `$JNORM_CACHE_DIR/kernels` (default `~/.cache/jnorm/kernels`) under a hash of
 the source, the compiler command, jaxlib's version and the CPU, so a changed source or
 a different machine gets its own build. The build writes a temporary file and renames
-it, so an interrupted build leaves nothing half-written. `JNORM_CPU_KERNELS=0` turns the
-kernels off. Where they cannot be built (no compiler), `status()` says why and
-`jnorm.models.conv` keeps XLA's convolutions.
+it, so an interrupted build leaves nothing half-written. Where they cannot be built (no
+compiler), `status()` says why and `jnorm.cpu.conv` keeps XLA's convolutions. Nothing
+is built until `jnorm.cpu.enable()` (or a call here) asks for the kernels.
 """
 
 import ctypes
@@ -40,11 +40,10 @@ import jax.numpy as jnp
 from jnorm import caches
 from jnorm.errors import ConfigError
 
-SOURCE = pathlib.Path(__file__).with_name("cpu_kernels.cc")
+SOURCE = pathlib.Path(__file__).with_name("kernels.cc")
 # XLA FFI target name -> the handler's symbol in the built library.
 TARGETS = {"jnorm_conv_kernel_grad": "JnormConvKernelGrad",
            "jnorm_conv_forward": "JnormConvForward"}
-OPT_OUT = "JNORM_CPU_KERNELS"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 
 
@@ -68,7 +67,7 @@ def _cpu_identity() -> str:
 
 
 def build(compiler: str, out_dir: pathlib.Path) -> pathlib.Path:
-  """Compiles `cpu_kernels.cc` into `out_dir` (once per source, compiler, jaxlib, CPU).
+  """Compiles `kernels.cc` into `out_dir` (once per source, compiler, jaxlib, CPU).
 
   Raises:
     RuntimeError: the compiler failed (its last line in the message).
@@ -112,8 +111,6 @@ def status() -> str | None:
   When they cannot be built (no compiler, a failed build), says so once on stderr:
   'auto' then runs XLA's slower convolutions.
   """
-  if os.environ.get(OPT_OUT) == "0":
-    return f"turned off by {OPT_OUT}=0"
   if platform.system() != "Linux":
     return "built on Linux only"
   try:
@@ -121,7 +118,7 @@ def status() -> str | None:
   except (OSError, RuntimeError) as error:
     reason = str(error).splitlines()[0]
     print(f"jnorm: CPU kernels not available ({reason}); using XLA's convolutions "
-          f"(slower; {OPT_OUT}=0 silences this)", file=sys.stderr)
+          "(slower; jnorm.cpu.enable(conv='xla') silences this)", file=sys.stderr)
     return reason
   for target, symbol in TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
@@ -163,8 +160,8 @@ def supports(x: jax.Array, kernel: jax.Array) -> bool:
 
 def unavailable(reason: str) -> ConfigError:
   """The one-line error for the kernels asked for where they cannot run."""
-  return ConfigError(f"conv_impl='ffi' is jnorm's CPU kernels, which cannot run here "
-                     f"({reason}); use conv_impl='auto' or 'xla'")
+  return ConfigError(f"jnorm's CPU kernels cannot run here ({reason}); use "
+                     "jnorm.cpu.enable(conv='auto') or conv='xla'")
 
 
 def _call(target: str, a: jax.Array, b: jax.Array, out_shape: tuple[int, ...], *,
