@@ -93,7 +93,7 @@ def measure(args, arm: str, cache_root: str) -> tuple[float, dict]:
 
 def fresh_cache_root(parent: str) -> str:
   """A new cache root holding a copy of the built CPU kernels (none are built here)."""
-  from jnorm.models import cpu_kernels  # pylint: disable=import-outside-toplevel
+  from jnorm.cpu import kernels as cpu_kernels  # pylint: disable=import-outside-toplevel
   cpu_kernels.status()  # builds them once, outside the timings
   root = tempfile.mkdtemp(prefix="root_", dir=parent)
   if cpu_kernels.cache_dir().is_dir():

@@ -108,9 +108,6 @@ def parse_args(argv=None):
   ap.add_argument("--dtypes", default="float32,bfloat16",
                   help="comma list of config.model.compute_dtype values")
   ap.add_argument("--backbone", default="resnet18", help="config.model.backbone")
-  ap.add_argument("--conv-impl", default=None,
-                  help="config.model.conv_impl (default: the config's 'auto': native "
-                       "convolutions on GPU, GEMM form on CPU)")
   ap.add_argument("--augment", default=None,
                   help="config.augment of the ResNet step (default: the config's "
                        "'cifar_reference'; 'none' feeds the images as both views)")
@@ -130,7 +127,7 @@ def parse_args(argv=None):
   ap.add_argument("--skip-fmnist", action="store_true")
   ap.add_argument("--skip-resnet", action="store_true")
   ap.add_argument("--tiny", action="store_true",
-                  help="CPU smoke test: SmallResNet (conv_impl xla, augment none) at 8x8, "
+                  help="CPU smoke test: SmallResNet (stock Flax, augment none) at 8x8, "
                        "batch 8, 32 images, 2 timed steps after 1 warm-up; Fashion-MNIST "
                        "10 train / 10 test images per class, batch 32, 1 step (0.34 epochs)")
   args = ap.parse_args(argv)
@@ -138,7 +135,7 @@ def parse_args(argv=None):
     args.fmnist_dir = default_fmnist_dir()
   if args.tiny:
     args.num_images, args.batch, args.image_size = 32, 8, 8
-    args.backbone, args.augment, args.conv_impl = "small_resnet", "none", "xla"
+    args.backbone, args.augment = "small_resnet", "none"
     args.steps, args.warmup = 2, 1
     args.fmnist_epochs = 0.34  # 1 of 3 steps of 32 on 100 images
   return args
@@ -191,8 +188,6 @@ def resnet_config(args, compute_dtype: str):
   config.data.image_size = args.image_size
   if args.augment is not None:
     config.augment = args.augment
-  if args.conv_impl is not None:
-    config.model.conv_impl = args.conv_impl
   return config
 
 
@@ -268,7 +263,7 @@ def bench_resnet(args, compute_dtype: str, info: dict) -> dict:
              "mfu_vs_tf32_peak": achieved_tflops / GPU_TF32_PEAK}
   return {
       "measurement": "simclr_resnet_epoch", **info, "dtype": compute_dtype,
-      "backbone": args.backbone, "conv_impl": config.model.conv_impl,
+      "backbone": args.backbone,
       "augment": config.augment, "batch": args.batch, "image_size": args.image_size,
       "data_dtype": args.data_dtype, "num_images": args.num_images,
       "steps_per_epoch": steps_per_epoch, "timed_steps": args.steps,
@@ -340,10 +335,10 @@ def bench_fmnist(args, info: dict) -> dict:
                 for a, b, t0_, t1 in zip(epochs, epochs[1:], stamps, stamps[1:])]
   return {
       "measurement": "fmnist_base", **info, "dtype": config.model.compute_dtype,
-      "backbone": config.model.backbone, "conv_impl": config.model.conv_impl,
+      "backbone": config.model.backbone,
       "batch": config.batch_size, "image_size": config.data.image_size,
       "fmnist_dir": args.fmnist_dir,
-      "data_dir_is_debian": os.path.abspath(args.fmnist_dir) == fashion_mnist.DEFAULT_DIR,
+      "data_dir_is_debian": os.path.abspath(args.fmnist_dir) == fashion_mnist.DEBIAN_DIR,
       "train_images": steps_per_epoch * config.batch_size, "epochs": results["epochs"],
       "steps": results["steps"], "steps_per_epoch": steps_per_epoch,
       "wall_s": wall,

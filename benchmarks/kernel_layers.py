@@ -1,7 +1,7 @@
 """jnorm's CPU kernel gradient against XLA's, layer by layer (the SmallResNet's layers).
 
 For each convolution of the SmallResNet at 16 px (stem excluded: its 1-channel kernel
-gradient is small either way), times `cpu_kernels.kernel_grad` and XLA's own kernel
+gradient is small either way), times `jnorm.cpu.kernels.kernel_grad` and XLA's own kernel
 gradient (the VJP of `conv_xla` with respect to the kernel), each jitted on its own,
 on the same random input and output gradient. Calls alternate between the two (A B,
 then B A) for `--reps` repetitions; medians are reported with the ratio jnorm / XLA
@@ -13,7 +13,7 @@ between the two; whole steps are timed by train_step.py.
     python benchmarks/kernel_layers.py --batch 256 --reps 21
 
 Prints one line per layer, then one JSON line. Needs jnorm's CPU kernels
-(`cpu_kernels.status()` says why they cannot run where they cannot).
+(`jnorm.cpu.kernels.status()` says why they cannot run where they cannot).
 """
 
 import argparse
@@ -45,8 +45,8 @@ def time_layer(layer, *, batch: int, reps: int, seed: int = 0) -> dict:
   """Median seconds of XLA's and jnorm's kernel gradient for one layer."""
   import jax
   import numpy as np
-  from jnorm.models import conv
-  from jnorm.models import cpu_kernels
+  from jnorm.cpu import conv
+  from jnorm.cpu import kernels as cpu_kernels
 
   size, cin, cout, k, stride = layer
   strides, pad = (stride, stride), ((k // 2, k // 2),) * 2
@@ -78,8 +78,9 @@ def time_layer(layer, *, batch: int, reps: int, seed: int = 0) -> dict:
 
 def main(argv=None):
   args = parse_args(argv)
-  import jnorm  # noqa: F401  (jnorm.xla_cpu's flags, before the first computation)
-  from jnorm.models import cpu_kernels
+  import jnorm.cpu
+  from jnorm.cpu import kernels as cpu_kernels
+  jnorm.cpu.enable()  # the XLA flag and allocator, before the first computation
 
   if not cpu_kernels.available():
     print(f"kernel_layers: jnorm's CPU kernels cannot run here: {cpu_kernels.status()}",

@@ -50,6 +50,8 @@ def parse_args(argv=None):
   ap.add_argument("--rounds", type=int, default=3,
                   help="interleaved rounds of the three measurements; medians reported "
                        "(the machine's speed drifts by 10%% and more between minutes)")
+  ap.add_argument("--cpu-tuning", choices=("on", "off"), default="on",
+                  help="on: jnorm.cpu.enable() first, as python -m jnorm.main does")
   ap.add_argument("--quick", action="store_true",
                   help="digits at their native 8 px, batch 64, 1 epoch, evaluation at its start "
                        "and end: smoke test")
@@ -120,7 +122,9 @@ def loop(config, *, periodic_eval: bool) -> dict:
 def main(argv=None):
   args = parse_args(argv)
   import jax
-  import jnorm  # noqa: F401  (jnorm.xla_cpu's flags, before the first computation)
+  import jnorm.cpu
+  if args.cpu_tuning == "on":
+    jnorm.cpu.enable()  # as `python -m jnorm.main` does, before the first computation
   cache = tempfile.mkdtemp(prefix="jnorm_loop_cache_")
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -132,7 +136,7 @@ def main(argv=None):
     loop(warm, periodic_eval=periodic)
   result = {"config": "digits" if args.quick else args.config, "epochs": config.num_epochs,
             "batch": config.batch_size, "backend": jax.default_backend(),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpu_tuning": args.cpu_tuning}
   names = ("step_only", "loop_no_eval", "loop_eval")
   rounds = {name: [] for name in names}
   for r in range(1 if args.quick else args.rounds):

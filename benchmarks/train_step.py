@@ -1,5 +1,5 @@
 """Throughput of the SimCLR train step (ResNet-18 on CIFAR-sized inputs, or the experiments'
-SmallResNet with --arch small): jnorm (its conv implementations) vs torch.
+SmallResNet with --arch small): jnorm, with its CPU tuning on or off, vs torch.
 
 The step (the same as `../shared/bench/torch_baseline.py step`, relative to the
 repository root): random images held in memory, both views [B, 32, 32, 3] through
@@ -13,9 +13,15 @@ The torch baseline runs as a subprocess (its own warm-up, its own median) in rou
 interleaved with the jnorm timings, so that the machine's load hits both alike.
 Compilation is untimed; every figure is the median over all timed steps.
 
-  python benchmarks/train_step.py                       # batch 128, 3 rounds x 3 steps
+  python benchmarks/train_step.py --arch small --image 16   # jnorm.cpu.enable() on
+  python benchmarks/train_step.py --arch small --image 16 --cpu-tuning off  # stock
   python benchmarks/train_step.py --quick               # batch 16, 2 steps: smoke test
-  python benchmarks/train_step.py --impls gemm --rounds 1 --no-torch
+  python benchmarks/train_step.py --impls kernels,xla --rounds 1 --no-torch
+
+`--cpu-tuning on` (the default) calls `jnorm.cpu.enable()` before the first computation
+(XLA flag, allocator, BatchNorm gradient) and times each convolution of `--impls`
+('kernels', 'xla', 'gemm': `jnorm.cpu.conv`); `off` times stock XLA and Flax. The flag
+and the allocator are process-wide, so on and off are two runs, each against torch.
 
 The torch interpreter (a virtual environment with torch 2.13; torch is not a jnorm
 dependency) comes from `--torch-python PATH` or the JNORM_TORCH_PYTHON environment
@@ -73,16 +79,17 @@ def parse_args(argv=None):
   ap.add_argument("--warmup", type=int, default=1, help="untimed steps after compiling")
   ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
   ap.add_argument("--threads", type=int, default=2)
-  ap.add_argument("--impls", default="xla,gemm", help="comma list of conv_impl values")
+  ap.add_argument("--cpu-tuning", choices=("on", "off"), default="on",
+                  help="on: jnorm.cpu.enable() first; off: stock XLA and Flax")
+  ap.add_argument("--impls", default="kernels",
+                  help="with --cpu-tuning on: comma list of jnorm.cpu.conv implementations "
+                       "(kernels, xla, gemm)")
   ap.add_argument("--torch-python", default=os.environ.get("JNORM_TORCH_PYTHON"),
                   help="python of a venv with torch (default: $JNORM_TORCH_PYTHON)")
   ap.add_argument("--no-torch", action="store_true", help="skip the torch baseline")
-  ap.add_argument("--xla-default", action="store_true",
-                  help="keep XLA:CPU's default kernels (JNORM_XLA_CPU_DEFAULTS=0: no "
-                       "jnorm.xla_cpu flag)")
   ap.add_argument("--torch-malloc", action="store_true",
                   help="run torch with jnorm's glibc malloc settings too (as environment "
-                       "variables, jnorm.xla_cpu.malloc_env), for a like-for-like allocator")
+                       "variables, jnorm.cpu.flags.malloc_env), for a like-for-like allocator")
   ap.add_argument("--quick", action="store_true", help="batch 16, 2 steps, 1 round")
   args = ap.parse_args(argv)
   if args.quick:
@@ -99,16 +106,21 @@ def configure_xla_threads(threads: int) -> str:
   return os.environ["XLA_FLAGS"]
 
 
-def make_jnorm_step(conv_impl: str, *, batch: int, image: int, arch: str = "resnet18",
+def make_jnorm_step(impl: str, *, batch: int, image: int, arch: str = "resnet18",
                     seed: int = 0):
-  """Returns (step, state, views): a jitted SimCLR step with a donated state."""
+  """Returns (step, state, views): the SimCLR step with a donated state, compiled with
+  `impl`'s convolution ('stock': `nn.Conv`; else `jnorm.cpu.conv.Conv(implementation=impl)`)
+  and the BatchNorm in place now."""
+  import functools
+  import flax.linen as nn
   import jax
   import optax
   from jnorm import losses, models
+  from jnorm.cpu import conv as cpu_conv
 
   cfg = models.default_model_config()
   backbone, channels = ARCHS[arch]
-  cfg.backbone, cfg.stem, cfg.conv_impl = backbone, "cifar", conv_impl
+  cfg.backbone, cfg.stem = backbone, "cifar"
   cfg.projector_dims, cfg.projector_bn, cfg.predictor_hidden = (128, 128), False, 0
   net = models.build_ssl_net(cfg)
   key_init, key_x1, key_x2 = jax.random.split(jax.random.key(seed), 3)
@@ -136,7 +148,10 @@ def make_jnorm_step(conv_impl: str, *, batch: int, image: int, arch: str = "resn
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
-  step = jax.jit(step, donate_argnums=0)
+  conv = (nn.Conv if impl == "stock"
+          else functools.partial(cpu_conv.Conv, implementation=impl))
+  with models.layers.using(conv=conv):  # the layers are looked up when traced
+    step = jax.jit(step, donate_argnums=0).lower(state, *views).compile()
   return step, state, views
 
 
@@ -146,8 +161,8 @@ MATMUL_N = 2048
 def step_flops(*, batch: int, image: int, arch: str) -> float:
   """The step's FLOPs as XLA counts them: the step on XLA's convolutions, lowered (not
   compiled) and cost-analysed."""
-  step, state, views = make_jnorm_step("xla", batch=batch, image=image, arch=arch)
-  return float(step.lower(state, *views).cost_analysis()["flops"])
+  step, _, _ = make_jnorm_step("stock", batch=batch, image=image, arch=arch)
+  return float(step.cost_analysis()["flops"])
 
 
 def make_matmul_probe(n: int = MATMUL_N):
@@ -197,8 +212,8 @@ def run_torch(args) -> dict | None:
          "--threads", str(args.threads)]
   env = dict(os.environ)
   if args.torch_malloc:
-    from jnorm import xla_cpu
-    env.update(xla_cpu.malloc_env())
+    from jnorm.cpu import flags
+    env.update(flags.malloc_env())
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
   if proc.returncode != 0:
     print(f"torch baseline failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
@@ -209,16 +224,17 @@ def run_torch(args) -> dict | None:
 def main(argv=None):
   args = parse_args(argv)
   configure_xla_threads(args.threads)
-  if args.xla_default:
-    os.environ["JNORM_XLA_CPU_DEFAULTS"] = "0"
   import jax
-  import jnorm  # noqa: F401  (applies jnorm.xla_cpu's flags unless --xla-default)
+  import jnorm.cpu
+  impls = [s for s in args.impls.split(",") if s] if args.cpu_tuning == "on" else ["stock"]
+  tuning = jnorm.cpu.enable(conv=impls[0]) if args.cpu_tuning == "on" else None
+  print(f"CPU tuning: {tuning}", flush=True)
   xla_flags = os.environ.get("XLA_FLAGS", "")
   print(f"XLA_FLAGS: {xla_flags!r}", flush=True)
-  from jnorm.models import cpu_kernels
   # The kernels' vector width: 16 floats with AVX-512, 8 with AVX2 (figures from machines
   # of different widths do not compare).
-  lanes = cpu_kernels.vector_lanes() if jax.default_backend() == "cpu" else None
+  lanes = (jnorm.cpu.kernels.vector_lanes()
+           if jax.default_backend() == "cpu" and "kernels" in impls else None)
   print(f"jnorm's CPU kernels: {lanes} floats per vector", flush=True)
   torch_ok = (not args.no_torch and bool(args.torch_python)
               and os.path.exists(args.torch_python)
@@ -227,7 +243,6 @@ def main(argv=None):
     print(f"torch baseline unavailable (--torch-python / JNORM_TORCH_PYTHON: "
           f"{args.torch_python}; {TORCH_SCRIPT}); "
           "reporting jnorm alone")
-  impls = [s for s in args.impls.split(",") if s]
   runners = {}
   for impl in impls:
     step, state, views = make_jnorm_step(impl, batch=args.batch, image=args.image,
@@ -260,7 +275,8 @@ def main(argv=None):
   result = {"arch": args.arch, "batch": args.batch, "image": args.image, "threads": args.threads,
             "cpu_count": os.cpu_count(), "xla_flags": xla_flags, "kernel_vector_lanes": lanes,
             "backend": jax.default_backend(), "rounds": args.rounds,
-            "steps_per_round": args.steps, "torch_malloc": args.torch_malloc}
+            "steps_per_round": args.steps, "torch_malloc": args.torch_malloc,
+            "cpu_tuning": args.cpu_tuning}
   bounds = [flops / 1e9 / rate for rate in rates]
   result["matmul"] = {"n": MATMUL_N, "gflop_per_s": [round(x, 1) for x in rates],
                       "step_gflop": round(flops / 1e9, 3),
@@ -290,7 +306,7 @@ def main(argv=None):
     to_bound = [t / b for t, b in zip(runner["round_medians"], bounds)]
     entry["ratio_to_bound"] = round(statistics.median(to_bound), 3)
     entry["ratio_to_bound_range"] = [round(min(to_bound), 3), round(max(to_bound), 3)]
-    line = (f"jnorm {impl:7s}: {med:8.3f} s/step  {pps:7.2f} pairs/s  "
+    line = (f"jnorm {impl:8s}: {med:8.3f} s/step  {pps:7.2f} pairs/s  "
             f"(min {entry['min_step_s']:.3f}, max {entry['max_step_s']:.3f}; "
             f"cpu {entry['median_cpu_s']:.2f} s/step, {entry['cpu_per_wall']:.2f} cores; "
             f"page faults in {entry['steps_with_page_faults']} of {entry['n']} steps; "

@@ -2,7 +2,7 @@
 
 Both live under one root, `$JNORM_CACHE_DIR` (default `~/.cache/jnorm`):
 
-- `kernels/`: jnorm's compiled CPU kernels (`jnorm.models.cpu_kernels`);
+- `kernels/`: jnorm's compiled CPU kernels (`jnorm.cpu.kernels`);
 - `xla/`: JAX's persistent compilation cache, which `python -m jnorm.main` (and each
   worker process of a comparison) turns on with `enable_compilation_cache`.
 

@@ -4,7 +4,7 @@
   t=0.1); features are L2-normalised inside, so callers pass raw backbone or
   projector outputs.
 - `linear_probe_accuracy`: a linear head trained with optax on frozen features.
-- `compute_embeddings` (through an `embed_fn`, e.g. `jnorm.train.load_trained`'s) and
+- `compute_embeddings` (through an `embed_fn`, e.g. `jnorm.training.loop.load_trained`'s) and
   `extract_features` (through a Flax `apply_fn`, eval- or train-mode BatchNorm): the
   embeddings of a whole split from `jnorm.data.eval_batches`, padded rows dropped.
 """
@@ -198,7 +198,7 @@ def compute_embeddings(embed_fn: Callable[[np.ndarray], Mapping[str, Any]],
   """Runs `embed_fn` over every batch of a split and drops the padded rows.
 
   Args:
-    embed_fn: inputs [B, ...] -> dict of arrays [B, F_head] (e.g. `jnorm.train.
+    embed_fn: inputs [B, ...] -> dict of arrays [B, F_head] (e.g. `jnorm.training.loop.
       load_trained`'s, with 'backbone', 'projector' and maybe 'predictor').
     batches: iterable of {'input': [B, ...], 'label': [B], 'mask': [B] bool}, as
       `jnorm.data.eval_batches` yields (every example once, last batch padded). A

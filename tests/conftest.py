@@ -16,6 +16,11 @@ compiled once per session. A loaded executable is the compiled code itself
 (tests/test_caches.py checks the bits). Fresh each session, so nothing carries over
 between sessions; a cache the user set (`JAX_COMPILATION_CACHE_DIR`) is used instead.
 Tests of the cache itself give their subprocesses their own settings.
+
+Tests marked `fashion_mnist` read the real Fashion-MNIST idx files (Debian's
+`dataset-fashion-mnist`, or `$JNORM_FASHION_MNIST_DIR`). Where the files are missing they
+skip with the install command; with `JNORM_REQUIRE_DATA=1` (as .ci/run sets) they fail
+instead, so CI cannot pass without the real files.
 """
 
 import atexit
@@ -40,6 +45,35 @@ for _path in (REPO_ROOT, TESTS_DIR):
     sys.path.insert(0, _path)
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+REQUIRE_DATA = os.environ.get("JNORM_REQUIRE_DATA") == "1"
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "fashion_mnist: reads the real Fashion-MNIST files (skipped without them, "
+      "failed without them under JNORM_REQUIRE_DATA=1)")
+
+
+def missing_data_reason() -> str | None:
+  """None when Fashion-MNIST's idx files are present, else why and how to install them."""
+  from jnorm.data import fashion_mnist as fm  # pylint: disable=import-outside-toplevel
+  if fm.files_present():
+    return None
+  return (f"Fashion-MNIST's idx files are not in {fm.default_dir()}: install Debian's "
+          f"package with `{fm.INSTALL}` (as root), or set {fm.DIR_ENV} to a folder "
+          "holding them")
+
+
+def pytest_runtest_setup(item):
+  if item.get_closest_marker("fashion_mnist") is None:
+    return
+  reason = missing_data_reason()
+  if reason is not None:
+    if REQUIRE_DATA:
+      pytest.fail(f"JNORM_REQUIRE_DATA=1: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from jnorm import caches
-from jnorm.models import cpu_kernels
+from jnorm.cpu import kernels as cpu_kernels
 
 # Enables the cache, compiles (or loads) a function whose compilation JAX would cache,
 # and prints what it saw: the directory, cache hits, and the result's bytes.

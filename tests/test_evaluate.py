@@ -198,7 +198,7 @@ def test_reestimate_batch_stats_is_the_mean_of_exact_batch_moments(x64, momentum
 
 def _small_ssl_net():
   cfg = models.default_model_config()
-  cfg.backbone, cfg.conv_impl = "small_resnet", "xla"
+  cfg.backbone = "small_resnet"
   cfg.projector_dims, cfg.projector_bn, cfg.predictor_hidden = (16, 8), True, 8
   return models.build_ssl_net(cfg)
 
@@ -217,7 +217,7 @@ def test_reestimated_stats_match_each_batchnorm_input_of_an_ssl_net_in_train_mod
   captured = {}
 
   def capture(next_fun, args, kwargs, context):
-    if isinstance(context.module, models.BatchNorm) and context.method_name == "__call__":
+    if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
       x = np.asarray(args[0], np.float64)
       captured.setdefault(context.module.path, []).append(x.reshape(-1, x.shape[-1]))
     return next_fun(*args, **kwargs)

@@ -1,7 +1,8 @@
 """benchmarks/gpu_readiness.py --tiny runs on CPU and prints its JSON lines (~40 s).
 
-The Fashion-MNIST part runs whenever Debian's files are installed
-(/usr/share/datasets/fashion-mnist); without them it is skipped with `--skip-fmnist`.
+The Fashion-MNIST part runs whenever the idx files are there (Debian's package, or
+$JNORM_FASHION_MNIST_DIR); without them it is skipped with `--skip-fmnist` (and the test
+fails under JNORM_REQUIRE_DATA=1, as in CI).
 """
 
 import json
@@ -9,9 +10,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from conftest import REQUIRE_DATA, missing_data_reason
+from jnorm.data import fashion_mnist as fm
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO_ROOT, "benchmarks", "gpu_readiness.py")
-DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 
 RESNET_KEYS = {"measurement", "backend", "device_kind", "num_devices", "dtype", "batch",
                "images_per_s", "s_per_step", "s_per_epoch", "steps_per_epoch",
@@ -23,8 +28,11 @@ FMNIST_KEYS = {"measurement", "device_kind", "dtype", "batch", "wall_s",
 
 
 def test_tiny_run_prints_measurements(tmp_path):
-  with_fmnist = os.path.isdir(DEBIAN_DIR)
-  cmd = [sys.executable, SCRIPT, "--tiny", "--fmnist-dir", DEBIAN_DIR]
+  reason = missing_data_reason()
+  if reason is not None and REQUIRE_DATA:
+    pytest.fail(f"JNORM_REQUIRE_DATA=1: {reason}", pytrace=False)
+  with_fmnist = reason is None
+  cmd = [sys.executable, SCRIPT, "--tiny", "--fmnist-dir", fm.default_dir()]
   if not with_fmnist:
     cmd.append("--skip-fmnist")
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from jnorm.models import cpu_kernels
+from jnorm.cpu import kernels as cpu_kernels
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO_ROOT, "benchmarks", "kernel_layers.py")

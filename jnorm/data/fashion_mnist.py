@@ -1,7 +1,9 @@
 """Fashion-MNIST from the original idx files (Debian's `dataset-fashion-mnist`, MIT).
 
 `apt-get update && apt-get install -y dataset-fashion-mnist` (as root) installs the
-70,000 images as gzip'd idx files in `/usr/share/datasets/fashion-mnist/`:
+70,000 images as gzip'd idx files in `/usr/share/datasets/fashion-mnist/`
+(`JNORM_FASHION_MNIST_DIR` points the reader at another folder holding the same four
+files, e.g. on a machine that is not Debian):
 60,000 train / 10,000 test, 28x28 uint8 greyscale, 10 classes, 6,000 / 1,000 per
 class. The official split is kept. Debian recompressed the files, so their `.gz`
 checksums differ from the upstream release; the decompressed contents are the same.
@@ -31,7 +33,8 @@ from jnorm import errors
 from jnorm.data import dataset as dataset_lib
 from jnorm.data import tfds_source
 
-DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+DIR_ENV = "JNORM_FASHION_MNIST_DIR"
 INSTALL = "apt-get update && apt-get install -y dataset-fashion-mnist"
 SOURCES = ("idx", "tfds")
 TFDS_NAME = "fashion_mnist"
@@ -42,6 +45,18 @@ FILES = {
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot")
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
+
+
+def default_dir() -> str:
+  """Where the idx files are read from: `$JNORM_FASHION_MNIST_DIR`, else Debian's folder."""
+  return os.environ.get(DIR_ENV) or DEBIAN_DIR
+
+
+def files_present(directory: Optional[str] = None) -> bool:
+  """Whether the four idx files are in `directory` (None: `default_dir()`)."""
+  directory = directory or default_dir()
+  return all(os.path.exists(os.path.join(directory, name))
+             for pair in FILES.values() for name in pair)
 
 
 def _read_idx(path: str, magic: int) -> np.ndarray:
@@ -64,14 +79,15 @@ def _read_idx(path: str, magic: int) -> np.ndarray:
 
 def load_split(split: str, data_dir: Optional[str] = None) -> tuple:
   """(images uint8 [N, 28, 28], labels int32 [N]) of the official `split`."""
-  directory = data_dir or DEFAULT_DIR
+  directory = data_dir or default_dir()
   image_file, label_file = FILES[split]
   paths = [os.path.join(directory, image_file), os.path.join(directory, label_file)]
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:
     raise errors.DatasetNotFoundError(
         f"Fashion-MNIST file {missing[0]} not found; install it with `{INSTALL}` (as root) "
-        "or set config.data.data_dir to a folder holding the four idx .gz files")
+        f"or set config.data.data_dir (or {DIR_ENV}) to a folder holding the four idx .gz "
+        "files")
   images = _read_idx(paths[0], _IMAGE_MAGIC)
   labels = _read_idx(paths[1], _LABEL_MAGIC).astype(np.int32)
   if images.shape[0] != labels.shape[0]:
@@ -171,7 +187,7 @@ def prepare_tfds(data_dir: Optional[str] = None, idx_dir: Optional[str] = None) 
 
   Args:
     data_dir: TFDS data directory (None: TFDS's default, ~/tensorflow_datasets).
-    idx_dir: folder of the four idx .gz files (None: DEFAULT_DIR, Debian's package).
+    idx_dir: folder of the four idx .gz files (None: `default_dir()`).
   Returns:
     The prepared dataset's directory (DATA_DIR/fashion_mnist/3.0.1).
   Raises:

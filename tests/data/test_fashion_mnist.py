@@ -1,10 +1,10 @@
 """Fashion-MNIST on the real files: Debian's idx files (`dataset-fashion-mnist`), directly
 and as TFDS's prepared `fashion_mnist` read through `tfds.data_source`.
 
-They fail with the install command where the package is missing (.ci/run installs it).
+Tests marked `fashion_mnist` need the files (tests/conftest.py: skipped with the install
+command where they are missing, failed under JNORM_REQUIRE_DATA=1, as in CI).
 """
 
-import functools
 import gzip
 import os
 
@@ -16,19 +16,7 @@ from jnorm.data import dataset as dataset_lib
 from jnorm.data import fashion_mnist as fm
 from jnorm.data import load_dataset
 
-_HAVE_FILES = all(os.path.exists(os.path.join(fm.DEFAULT_DIR, name))
-                  for pair in fm.FILES.values() for name in pair)
-
-
-def needs_files(test):
-  """Fails (never skips) a test on the real files when Debian's package is missing:
-  CI installs it (.ci/run), and a skipped test would prove nothing."""
-  @functools.wraps(test)
-  def wrapper(*args, **kwargs):
-    assert _HAVE_FILES, (f"Fashion-MNIST's idx files are not in {fm.DEFAULT_DIR}; install "
-                         f"them with `{fm.INSTALL}` (as root)")
-    return test(*args, **kwargs)
-  return wrapper
+needs_files = pytest.mark.fashion_mnist
 
 _SIZES = {"train": 60_000, "test": 10_000}
 
@@ -130,7 +118,7 @@ def test_missing_directory_names_the_install_command(tmp_path):
 def test_damaged_file_is_a_clear_error(tmp_path, damage):
   for pair in fm.FILES.values():
     for name in pair:
-      os.symlink(os.path.join(fm.DEFAULT_DIR, name), tmp_path / name)
+      os.symlink(os.path.join(fm.default_dir(), name), tmp_path / name)
   target = tmp_path / fm.FILES["test"][0]
   data = target.read_bytes()
   target.unlink()

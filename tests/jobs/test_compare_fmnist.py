@@ -12,6 +12,8 @@ import pytest
 
 from jnorm import jobs
 
+pytestmark = pytest.mark.fashion_mnist
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CONFIG = os.path.join(_ROOT, "configs", "compare_fmnist.py")
 

@@ -9,12 +9,12 @@ import pytest
 
 from jnorm import errors
 from jnorm import jobs
-from jnorm import xla_cpu
+from jnorm import cpu
 from jnorm.jobs import compare
 from jnorm.jobs import workers
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_CORES = xla_cpu.available_cores()
+_CORES = cpu.available_cores()
 # Results that differ between two runs of the same sub-run (timings).
 _VOLATILE = ("train_seconds_per_step", "first_step_seconds", "wall_seconds")
 

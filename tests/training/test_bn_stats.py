@@ -36,7 +36,6 @@ def trained(tmp_path_factory):
   """One epoch of SimCLR on 8x8 digits (cut c = 3) and its final state."""
   config = train_config.defaults()
   config.data.name, config.data.image_size = "digits", 8
-  config.model.conv_impl = "xla"
   config.batch_size, config.num_epochs, config.optim.warmup_epochs = 64, 1.0, 0.5
   config.norm.cut_factor = 3.0
   config.eval.knn_k, config.eval.batch_size = 20, EVAL_BATCH

@@ -33,7 +33,6 @@ from jnorm import optim
 from jnorm.training import build
 from jnorm.training import checkpoint
 from jnorm.training import config as train_config
-from jnorm.training import guards
 from jnorm.training import loop
 from jnorm.training import metrics as metrics_lib
 from jnorm.training import step as ts
@@ -358,7 +357,6 @@ def test_smoke_configs_are_complete_and_valid(name):
   """configs/{simsiam,byol}.py:digits,smoke as the job reads them (training them costs
   ~35 s each here, so the job tests below use the vector setting)."""
   c = jobs.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"), "digits,smoke")
-  guards.check_complete(c)
   train_config.validate(c)
   assert c.method == name and c.model.predictor_hidden > 0 and c.optim.accumulation_steps == 1
 
@@ -382,7 +380,6 @@ def _digits_step(compute_dtype, x):
   c = train_config.defaults()  # SimCLR, SmallResNet on digits
   c.data.image_size = 8
   c.model.compute_dtype = compute_dtype
-  c.model.conv_impl = "xla"
   c.augment = "none"
   c.batch_size = 8
   c.optim.momentum = 0.0  # SGD lr 1, no decay: new params = params - grads
