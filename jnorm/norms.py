@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from jnorm import errors
-from jnorm import evaluate
+from jnorm import probes
 from jnorm import stats
 
 
@@ -108,8 +108,8 @@ def bucket_spearman(values, counts, *, min_count: int = 1) -> float:
 def knn_correct(bank_features, bank_labels, query_features, query_labels, *,
                 num_classes: int, k: int = 200, temperature: float = 0.1,
                 leave_one_out: bool = False) -> np.ndarray:
-  """[Q] bool: whether weighted kNN (`jnorm.evaluate.knn_predict`) is right per query."""
-  preds = evaluate.knn_predict(bank_features, bank_labels, query_features,
+  """[Q] bool: whether weighted kNN (`jnorm.probes.knn_predict`) is right per query."""
+  preds = probes.knn_predict(bank_features, bank_labels, query_features,
                                num_classes=num_classes, k=k, temperature=temperature,
                                leave_one_out=leave_one_out)
   return preds == np.asarray(query_labels)

@@ -47,23 +47,13 @@ for _path in (REPO_ROOT, TESTS_DIR):
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-REQUIRE_DATA = os.environ.get("JNORM_REQUIRE_DATA") == "1"
+from data_files import REQUIRE_DATA, missing_data_reason  # pylint: disable=wrong-import-position
 
 
 def pytest_configure(config):
   config.addinivalue_line(
       "markers", "fashion_mnist: reads the real Fashion-MNIST files (skipped without them, "
       "failed without them under JNORM_REQUIRE_DATA=1)")
-
-
-def missing_data_reason() -> str | None:
-  """None when Fashion-MNIST's idx files are present, else why and how to install them."""
-  from jnorm.data import fashion_mnist as fm  # pylint: disable=import-outside-toplevel
-  if fm.files_present():
-    return None
-  return (f"Fashion-MNIST's idx files are not in {fm.default_dir()}: install Debian's "
-          f"package with `{fm.INSTALL}` (as root), or set {fm.DIR_ENV} to a folder "
-          "holding them")
 
 
 def pytest_runtest_setup(item):

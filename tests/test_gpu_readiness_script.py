@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REQUIRE_DATA, missing_data_reason
+from data_files import REQUIRE_DATA, missing_data_reason
 from jnorm.data import fashion_mnist as fm
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

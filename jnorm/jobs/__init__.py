@@ -1,7 +1,7 @@
 """The jobs that `python -m jnorm.main` runs, chosen by `config.job`.
 
 Every job is a function `job(config, workdir) -> dict`: it runs, writes
-`<workdir>/results.json` (via `jnorm.io.save_results`) and its PNG figures, and returns
+`<workdir>/results.json` (via `jnorm.json_files.save_results`) and its PNG figures, and returns
 the headline numbers that the driver prints.
 
   train                  jnorm.jobs.train        one training run

@@ -29,8 +29,8 @@ import numpy as np
 
 from jnorm import data
 from jnorm import errors
-from jnorm import evaluate
-from jnorm import io
+from jnorm import probes
+from jnorm import json_files
 from jnorm import norms as norm_lib
 from jnorm.data import human_labels
 from jnorm.data import sources
@@ -78,7 +78,7 @@ def _train_first(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def _embed_split(embed_fn, ds, split: str, batch_size: int) -> dict:
-  return evaluate.compute_embeddings(
+  return probes.compute_embeddings(
       embed_fn, data.eval_batches(ds, split=split, batch_size=batch_size))
 
 
@@ -209,7 +209,7 @@ def other_dataset_embeddings(embed_fn, *, name, input_shape, data_dir, max_examp
                     "label": np.asarray(batch["label"])[keep]})
     if sum(len(b["label"]) for b in batches) >= max_examples:
       break
-  emb = evaluate.compute_embeddings(embed_fn, batches)
+  emb = probes.compute_embeddings(embed_fn, batches)
   return {k: v[:max_examples] for k, v in emb.items()}
 
 
@@ -221,7 +221,7 @@ def human_confidence_section(embed_fn, split_embeddings, *, input_shape, num_cla
     labels = human_labels.load_tfds_human_labels(cfg.name, data_dir=cfg.data_dir,
                                                  limit=cfg.limit)
     inputs = _adapt_inputs(labels.images.astype(np.float32) / 255.0, input_shape)
-    feats = evaluate.compute_embeddings(
+    feats = probes.compute_embeddings(
         embed_fn, _array_batches(inputs, labels.clean_label, config.batch_size))[head]
   else:
     labels = human_labels.load_label_file(cfg.path, num_classes=num_classes)
@@ -306,5 +306,5 @@ def analysis_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
   head = results["norm_buckets"][config.primary_head]
   results["knn_accuracy_test"] = head["knn_accuracy_test"]
   results["knn_accuracy_loo_train"] = head["knn_accuracy_loo_train"]
-  io.save_results(workdir, results)
+  json_files.save_results(workdir, results)
   return {k: v for k, v in results.items() if isinstance(v, (int, float, str))}

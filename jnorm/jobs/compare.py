@@ -68,7 +68,7 @@ import jax
 import ml_collections
 
 from jnorm import errors
-from jnorm import io as jio
+from jnorm import json_files as jio
 from jnorm import tables
 from jnorm.plots import compare as compare_plots
 from jnorm.jobs import analysis

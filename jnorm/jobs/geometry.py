@@ -1,5 +1,5 @@
 """The geometry job: where the embedding norms of trained runs come from, checkpoint by
-checkpoint (jnorm.geometry).
+checkpoint (jnorm.embedding_geometry).
 
 Config (configs/geometry.py):
   train_workdirs: comma-separated training workdirs (e.g. the seeds of one comparison
@@ -8,7 +8,7 @@ Config (configs/geometry.py):
 
 For each run, at initialisation (the run's seed, before any cut: its step 0) and at every
 checkpoint, with the BatchNorm statistics the run's evaluations use: the test split's
-`geometry.norm_decomposition` per head and the Frobenius norm of every projector kernel.
+`embedding_geometry.norm_decomposition` per head and the Frobenius norm of every projector kernel.
 Then, per step present in every run, the mean and 95% t interval over the runs, and
 each quantity's change between consecutive steps, paired over runs (interval, p, mde).
 Writes results.json (`per_run`, `summary`, `changes`) and geometry.png.
@@ -22,9 +22,9 @@ import ml_collections
 
 from jnorm import data
 from jnorm import errors
-from jnorm import evaluate
-from jnorm import geometry
-from jnorm import io
+from jnorm import probes
+from jnorm import embedding_geometry
+from jnorm import json_files
 from jnorm import stats
 from jnorm.plots import analysis as analysis_plots
 from jnorm.plots import figures
@@ -52,7 +52,7 @@ def run_geometry(train_dir: str, heads) -> dict:
     for step in [0] + [s for s in checkpointer.all_steps() if s > 0]:
       state = init if step == 0 else checkpointer.restore(step, init)
       variables = evaluation.eval_variables(evaluator, state, ds, config.eval)
-      feats = evaluate.extract_features(
+      feats = probes.extract_features(
           None, variables, evaluation.split_batches(ds, "test", config.eval.batch_size),
           embed_fn=evaluator.embed)
       record = {}
@@ -60,9 +60,9 @@ def run_geometry(train_dir: str, heads) -> dict:
         if head not in feats:
           raise errors.ConfigError(f"config.heads: {head!r} is not an output of {train_dir}'s "
                                    f"model; it has {sorted(k for k in feats if k != 'label')}")
-        for key, value in geometry.norm_decomposition(feats[head]).items():
+        for key, value in embedding_geometry.norm_decomposition(feats[head]).items():
           record[f"{head}/{key}"] = value
-      for layer, value in geometry.kernel_norms(state.params.get("projector", {})).items():
+      for layer, value in embedding_geometry.kernel_norms(state.params.get("projector", {})).items():
         record[f"kernel/projector/{layer}"] = value
       out[int(step)] = record
   finally:
@@ -89,6 +89,6 @@ def geometry_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
   figures.save_figure(fig, workdir, "geometry")
   results = {"train_workdirs": dirs, "steps": steps, "summary": summary, "changes": changes,
              "per_run": {d: {str(s): r for s, r in runs.items()} for d, runs in per_run.items()}}
-  io.save_results(workdir, results)
+  json_files.save_results(workdir, results)
   last = str(steps[-1]) if steps else None
   return {f"{k}@{last}": summary[last][k]["mean"] for k in keys} if last else {}

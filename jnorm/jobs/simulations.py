@@ -15,7 +15,7 @@ import numpy as np
 import tqdm
 
 from jnorm import errors
-from jnorm import io
+from jnorm import json_files
 from jnorm import norms as norm_lib
 from jnorm import stats
 from jnorm.plots import simulations as plots
@@ -56,7 +56,7 @@ def norm_convergence_job(config: ml_collections.ConfigDict, workdir: str) -> dic
   results = {"norms": norms, "steps": steps, "final_mean_cos": np.asarray(final_cos).tolist(),
              "a": fit["a"], "exponent": fit["exponent"],
              "converged": all(s < config.max_steps for s in steps)}
-  io.save_results(workdir, results)
+  json_files.save_results(workdir, results)
   plots.plot_norm_convergence(results, workdir)
   return {"a": fit["a"], "exponent": fit["exponent"], "steps": steps}
 
@@ -75,7 +75,7 @@ def angle_convergence_job(config: ml_collections.ConfigDict, workdir: str) -> di
   steps = np.asarray(steps).tolist()
   results = {"angles": angles, "steps": steps, "radius": config.radius,
              "final_mean_cos": np.asarray(final_cos).tolist()}
-  io.save_results(workdir, results)
+  json_files.save_results(workdir, results)
   plots.plot_angle_convergence(results, workdir)
   near = int(np.argmin(np.abs(np.asarray(angles) - math.pi / 2)))
   return {"steps_near_half_pi": steps[near], "steps_at_max_angle": steps[-1]}
@@ -96,7 +96,7 @@ def gradscale_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
     all_steps.append(np.asarray(steps).tolist())
     exponents.append(cosine_descent.fit_power_law(norms, all_steps[-1])["exponent"])
   results = {"powers": powers, "norms": norms, "steps": all_steps, "exponents": exponents}
-  io.save_results(workdir, results)
+  json_files.save_results(workdir, results)
   plots.plot_gradscale(results, workdir)
   return {"exponents": exponents}
 
@@ -125,7 +125,7 @@ def weight_decay_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "ratios": ratios, "init_norms": list(config.init_norms), "angle": config.angle,
              "lr": config.lr, "trajectory_steps": list(range(0, config.num_steps + 1, stride)),
              "trajectories": traj[:, ::stride, :].tolist()}
-  io.save_results(workdir, results)
+  json_files.save_results(workdir, results)
   plots.plot_weight_decay(results, traj, workdir)
   return {"ratios": ratios, "equilibrium_norms": measured.tolist()}
 
@@ -212,7 +212,7 @@ def imbalance_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
              "loss_per_epoch": epoch_losses.mean(axis=0).tolist()}
   if config.frequency_swap:
     results.update(_frequency_swap(config, seeds, weights, norms, report_epoch))
-  io.save_results(workdir, results)
+  json_files.save_results(workdir, results)
   plots.plot_imbalance(results, workdir)
   return {"final_mean_norm_per_class": final.tolist(),
           "frequency_effect": (results.get("frequency_effect") or {}).get("mean"),

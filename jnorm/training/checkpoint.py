@@ -38,7 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jnorm import errors
-from jnorm import io
+from jnorm import json_files
 
 LOCK_NAME = "run.lock"
 SAVE_DELAY_ENV = "JNORM_TEST_SAVE_DELAY_S"
@@ -144,7 +144,7 @@ class Checkpointer:
     leaves = jax.tree.leaves(state_host)
     items = {f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
     meta = {"step": int(step), **describe(state_host),
-            "metrics": io.to_json(dict(metrics or {}))}
+            "metrics": json_files.to_json(dict(metrics or {}))}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from jnorm import data
-from jnorm import evaluate
+from jnorm import probes
 from jnorm import norms
 
 
@@ -26,9 +26,9 @@ class Evaluator(NamedTuple):
 
 def make_evaluator(apply_fn: Callable) -> Evaluator:
   """`apply_fn`: the run's `eval_net.apply` (local BatchNorm)."""
-  return Evaluator(embed=evaluate.make_embed_fn(apply_fn),
-                   embed_train_mode=evaluate.make_embed_fn(apply_fn, train_mode_bn=True),
-                   moments=evaluate.make_batch_moments_fn(apply_fn))
+  return Evaluator(embed=probes.make_embed_fn(apply_fn),
+                   embed_train_mode=probes.make_embed_fn(apply_fn, train_mode_bn=True),
+                   moments=probes.make_batch_moments_fn(apply_fn))
 
 
 def eval_variables(evaluator: Evaluator, state_host, ds, ecfg) -> dict:
@@ -38,7 +38,7 @@ def eval_variables(evaluator: Evaluator, state_host, ds, ecfg) -> dict:
   variables = {"params": state_host.params, "batch_stats": state_host.batch_stats}
   if ecfg.bn_stats == "running" or not jax.tree.leaves(state_host.batch_stats):
     return variables
-  stats = evaluate.reestimate_batch_stats(
+  stats = probes.reestimate_batch_stats(
       None, variables, split_batches(ds, "train", ecfg.batch_size), moments_fn=evaluator.moments)
   return {"params": state_host.params, "batch_stats": stats}
 
@@ -51,10 +51,10 @@ def evaluate_state(evaluator: Evaluator, state_host, ds, ecfg, *, epoch: float):
   feats = {}
   for name, split, fn in (("train", "train", evaluator.embed), ("test", "test", evaluator.embed),
                           ("test_train_mode", "test", evaluator.embed_train_mode)):
-    feats[name] = evaluate.extract_features(None, variables, split_batches(ds, split, ecfg.batch_size),
+    feats[name] = probes.extract_features(None, variables, split_batches(ds, split, ecfg.batch_size),
                                             embed_fn=fn)
   train, test = feats["train"], feats["test"]
-  knn = evaluate.knn_accuracy(train["backbone"], train["label"], test["backbone"],
+  knn = probes.knn_accuracy(train["backbone"], train["label"], test["backbone"],
                               test["label"], num_classes=ds.num_classes,
                               k=ecfg.knn_k, temperature=ecfg.knn_temperature)
   record = {"epoch": epoch, "knn_accuracy": knn}
@@ -68,7 +68,7 @@ def evaluate_state(evaluator: Evaluator, state_host, ds, ecfg, *, epoch: float):
 
 
 def linear_probe(train, test, ds, ecfg, seed) -> float:
-  return evaluate.linear_probe_accuracy(
+  return probes.linear_probe_accuracy(
       train["backbone"], train["label"], test["backbone"], test["label"],
       num_classes=ds.num_classes, epochs=ecfg.probe_epochs,
       learning_rate=ecfg.probe_learning_rate, batch_size=ecfg.probe_batch_size, seed=seed)

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from jnorm import errors
-from jnorm import io
+from jnorm import json_files
 from jnorm.training import checkpoint as ckpt_lib
 from jnorm.training import step as ts
 
@@ -93,7 +93,7 @@ def _flatten(tree, prefix: str = "") -> dict:
 def _config_differences(saved: dict, config) -> list:
   """'field: saved -> given' for every field (outside `RESUMABLE_CHANGES`) that differs
   between a run's saved config and `config` (fields only one of them has are skipped)."""
-  given = _flatten(json.loads(json.dumps(io.to_json(config.to_dict()))))
+  given = _flatten(json.loads(json.dumps(json_files.to_json(config.to_dict()))))
   saved = _flatten(saved)
   diffs = []
   for key in sorted(set(given) & set(saved)):

@@ -38,7 +38,7 @@ import tqdm
 from jnorm import cpu
 from jnorm import data
 from jnorm import errors
-from jnorm import io
+from jnorm import json_files
 from jnorm.training import build
 from jnorm.training import checkpoint as ckpt_lib
 from jnorm.training import config as train_config
@@ -133,7 +133,7 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
                                                              primary=primary)
     last_saved = start_step if start_step else None
     if primary:
-      io.write_json_atomic(os.path.join(workdir, "config.json"),
+      json_files.write_json_atomic(os.path.join(workdir, "config.json"),
                            train_config.to_saved(config, info))
     writer = stack.enter_context(contextlib.closing(
         metrics_lib.MetricsWriter(workdir, enabled=primary, resume_step=last_saved)))
@@ -148,7 +148,7 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
       curve.append(record)
       writer.write(step, record, kind="eval")
       if primary:
-        io.write_json_atomic(os.path.join(workdir, "knn_curve.json"), curve)
+        json_files.write_json_atomic(os.path.join(workdir, "knn_curve.json"), curve)
       return train_f, test_f
 
     epoch, rest = divmod(start_step, run.steps_per_epoch)
@@ -202,7 +202,7 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
       results["linear_probe_accuracy"] = evaluation.linear_probe(train_f, test_f, ds, config.eval,
                                                        config.seed)
     if primary:
-      io.save_results(workdir, results)
+      json_files.save_results(workdir, results)
     return results
 
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jnorm import errors
-from jnorm import io
+from jnorm import json_files
 from jnorm import jobs
 from jnorm.jobs import analysis
 from jnorm.training import loop
@@ -56,7 +56,7 @@ def test_analysis_job_wiring_with_stand_in_model(tmp_path, monkeypatch):
   workdir = str(tmp_path / "analysis")
   with tfds.testing.mock_data(num_examples=40):
     headline = analysis.analysis_job(config, workdir)
-  results = io.load_results(workdir)
+  results = json_files.load_results(workdir)
   for key in ("norm_bucket_spearman", "novelty_auroc", "novelty_auroc_other_dataset",
               "class_norm_spearman", "human_agreement_spearman", "knn_accuracy_test"):
     assert key in headline and headline[key] == pytest.approx(results[key], nan_ok=True)
@@ -84,7 +84,7 @@ def test_analysis_smoke_end_to_end_with_trainer(tmp_path):
   """`configs/analysis.py:smoke`: trains a few SimCLR steps on digits 0-7, then analyses."""
   workdir = str(tmp_path / "analysis")
   headline = analysis.analysis_job(_smoke_config(), workdir)
-  results = io.load_results(workdir)
+  results = json_files.load_results(workdir)
   assert results["dataset"]["train_classes"] == list(range(8))
   assert results["dataset"]["class_counts"][8:] == [0, 0]
   assert 0.0 <= headline["novelty_auroc"] <= 1.0

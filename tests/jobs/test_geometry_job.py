@@ -9,7 +9,7 @@ import pytest
 
 from jnorm import data
 from jnorm import errors
-from jnorm import geometry
+from jnorm import embedding_geometry
 from jnorm import jobs
 from jnorm.training import loop
 
@@ -42,7 +42,7 @@ def test_geometry_of_every_checkpoint_matches_the_final_embeddings(trained, tmp_
   config, embed_fn = loop.load_trained(trained)
   ds = data.load_dataset(config.data)
   z = embed_fn(ds.test.get(np.arange(ds.num_test)))["projector"]
-  expect = geometry.norm_decomposition(z)
+  expect = embedding_geometry.norm_decomposition(z)
   last = res["per_run"][trained][str(steps[-1])]
   for key, value in expect.items():
     assert last[f"projector/{key}"] == pytest.approx(value, rel=1e-4), key

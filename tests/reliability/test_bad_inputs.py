@@ -15,7 +15,7 @@ import sys
 import pytest
 
 import reliability_util as ru
-from jnorm import io
+from jnorm import json_files
 from jnorm.training import checkpoint
 
 CONFIG_FILES = {

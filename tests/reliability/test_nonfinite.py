@@ -11,7 +11,7 @@ import pytest
 
 import reliability_util as ru
 from jnorm import errors
-from jnorm import io
+from jnorm import json_files
 from jnorm.training import evaluation
 from jnorm.training import guards
 from jnorm.training import metrics as metrics_lib
@@ -82,7 +82,7 @@ def test_non_finite_evaluation_numbers_are_refused():
 
 
 def test_json_writers_store_non_finite_numbers_as_null(tmp_path):
-  io.write_json_atomic(str(tmp_path / "a.json"), {
+  json_files.write_json_atomic(str(tmp_path / "a.json"), {
       "inf": float("inf"), "f32": np.float32(-np.inf), "arr": np.array([1.0, np.nan])})
   assert ru.load_json_strict(str(tmp_path / "a.json")) == {
       "inf": None, "f32": None, "arr": [1.0, None]}

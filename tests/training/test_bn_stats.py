@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from jnorm import data
-from jnorm import evaluate
+from jnorm import probes
 from jnorm.training import build
 from jnorm.training import checkpoint
 from jnorm.training import config as train_config
@@ -58,11 +58,11 @@ def _batches(ds, split):
 
 def _measure(evaluator, ds, variables):
   """(kNN accuracy of backbone features, mean projector norm of the test split)."""
-  train = evaluate.extract_features(None, variables, _batches(ds, "train"),
+  train = probes.extract_features(None, variables, _batches(ds, "train"),
                                     embed_fn=evaluator.embed)
-  test = evaluate.extract_features(None, variables, _batches(ds, "test"),
+  test = probes.extract_features(None, variables, _batches(ds, "test"),
                                    embed_fn=evaluator.embed)
-  knn = evaluate.knn_accuracy(train["backbone"], train["label"], test["backbone"],
+  knn = probes.knn_accuracy(train["backbone"], train["label"], test["backbone"],
                               test["label"], num_classes=ds.num_classes, k=20)
   return knn, float(np.linalg.norm(test["projector"], axis=-1).mean())
 

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from jnorm import io
+from jnorm import json_files
 from jnorm.training import checkpoint
 from jnorm.training import loop
 
@@ -58,7 +58,7 @@ def test_resume_after_sigkill_is_bit_identical(env, tmp_path):
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   proc = _run(env, full)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  results = io.load_results(full)
+  results = json_files.load_results(full)
   for key in ("knn_accuracy", "knn_accuracy_at_init", "embedding_norm_mean", "steps",
               "wall_seconds", "knn_curve", "dataset"):
     assert key in results
@@ -76,7 +76,7 @@ def test_resume_after_sigkill_is_bit_identical(env, tmp_path):
   assert not os.path.exists(os.path.join(killed, "results.json"))
   proc = _run(env, killed)  # resumes; the dead run's lock is taken over
   assert proc.returncode == 0, proc.stderr[-3000:]
-  resumed = io.load_results(killed)
+  resumed = json_files.load_results(killed)
   assert resumed["resumed_from_step"] >= 4
   step_a, leaves_a = _final_state(full)
   step_b, leaves_b = _final_state(killed)

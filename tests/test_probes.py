@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import datasets, linear_model, model_selection
 
-from jnorm import evaluate
+from jnorm import probes
 from jnorm import models
 
 
@@ -38,7 +38,7 @@ def test_knn_matches_brute_force(k, temperature):
   rng = np.random.default_rng(0)
   bank, bank_labels = _clustered(rng, 120, 4, 6, spread=1.5)
   query, _ = _clustered(rng, 50, 4, 6, spread=1.5)
-  ours = evaluate.knn_predict(bank, bank_labels, query, num_classes=4, k=k,
+  ours = probes.knn_predict(bank, bank_labels, query, num_classes=4, k=k,
                               temperature=temperature, chunk_size=16)
   ref = _brute_force_knn(bank, bank_labels, query, num_classes=4, k=k,
                          temperature=temperature)
@@ -48,21 +48,21 @@ def test_knn_matches_brute_force(k, temperature):
 def test_knn_leave_one_out_matches_brute_force():
   rng = np.random.default_rng(1)
   bank, labels = _clustered(rng, 90, 3, 5, spread=2.0)
-  ours = evaluate.knn_predict(bank, labels, bank, num_classes=3, k=5, temperature=0.1,
+  ours = probes.knn_predict(bank, labels, bank, num_classes=3, k=5, temperature=0.1,
                               chunk_size=32, leave_one_out=True)
   ref = _brute_force_knn(bank, labels, bank, num_classes=3, k=5, temperature=0.1,
                          leave_one_out=True)
   np.testing.assert_array_equal(ours, ref)
   # With k=1 and no exclusion, every point is its own neighbour: accuracy 1.
-  assert evaluate.knn_accuracy(bank, labels, bank, labels, num_classes=3, k=1) == 1.0
+  assert probes.knn_accuracy(bank, labels, bank, labels, num_classes=3, k=1) == 1.0
   # Leave-one-out k=1 is the 1-NN among the others: differs on at least one point here.
-  loo = evaluate.knn_accuracy(bank, labels, bank, labels, num_classes=3, k=1,
+  loo = probes.knn_accuracy(bank, labels, bank, labels, num_classes=3, k=1,
                               leave_one_out=True)
   ref_loo = np.mean(_brute_force_knn(bank, labels, bank, num_classes=3, k=1,
                                      temperature=0.1, leave_one_out=True) == labels)
   assert loo == pytest.approx(ref_loo) and loo < 1.0
   with pytest.raises(ValueError, match="leave_one_out"):
-    evaluate.knn_predict(bank, labels, bank[:10], num_classes=3, leave_one_out=True)
+    probes.knn_predict(bank, labels, bank[:10], num_classes=3, leave_one_out=True)
 
 
 def test_knn_is_scale_invariant_and_clips_k():
@@ -70,8 +70,8 @@ def test_knn_is_scale_invariant_and_clips_k():
   bank, labels = _clustered(rng, 30, 3, 4, spread=1.0)
   query, _ = _clustered(rng, 10, 3, 4, spread=1.0)
   scales = rng.uniform(0.01, 100.0, size=[30, 1])
-  a = evaluate.knn_predict(bank, labels, query, num_classes=3, k=500)  # k > N: clipped
-  b = evaluate.knn_predict(bank * scales, labels, query * 7.0, num_classes=3, k=500)
+  a = probes.knn_predict(bank, labels, query, num_classes=3, k=500)  # k > N: clipped
+  b = probes.knn_predict(bank * scales, labels, query * 7.0, num_classes=3, k=500)
   np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(
       a, _brute_force_knn(bank, labels, query, num_classes=3, k=30, temperature=0.1))
@@ -86,12 +86,12 @@ def _digits_split():
 def test_linear_probe_separable_and_close_to_sklearn():
   rng = np.random.default_rng(3)
   x, y = _clustered(rng, 600, 5, 16, spread=0.2)
-  acc = evaluate.linear_probe_accuracy(x[:400], y[:400], x[400:], y[400:], num_classes=5,
+  acc = probes.linear_probe_accuracy(x[:400], y[:400], x[400:], y[400:], num_classes=5,
                                        epochs=30, batch_size=64)
   assert acc > 0.97
   # Independent reference: sklearn's logistic regression on standardised digits pixels.
   x_train, x_test, y_train, y_test = _digits_split()
-  ours = evaluate.linear_probe_accuracy(x_train, y_train, x_test, y_test, num_classes=10,
+  ours = probes.linear_probe_accuracy(x_train, y_train, x_test, y_test, num_classes=10,
                                         epochs=50, batch_size=128, learning_rate=1e-2)
   mean, std = x_train.mean(0), np.where(x_train.std(0) > 1e-8, x_train.std(0), 1.0)
   clf = linear_model.LogisticRegression(max_iter=2000).fit((x_train - mean) / std, y_train)
@@ -103,13 +103,13 @@ def test_linear_probe_seeded_and_validates_shapes():
   rng = np.random.default_rng(4)
   x, y = _clustered(rng, 200, 3, 8, spread=2.0)
   kwargs = dict(num_classes=3, epochs=5, batch_size=32, seed=7)
-  a = evaluate.linear_probe_accuracy(x[:150], y[:150], x[150:], y[150:], **kwargs)
-  b = evaluate.linear_probe_accuracy(x[:150], y[:150], x[150:], y[150:], **kwargs)
+  a = probes.linear_probe_accuracy(x[:150], y[:150], x[150:], y[150:], **kwargs)
+  b = probes.linear_probe_accuracy(x[:150], y[:150], x[150:], y[150:], **kwargs)
   assert a == b
   with pytest.raises(ValueError):
-    evaluate.linear_probe_accuracy(x[:150], y[:140], x[150:], y[150:], **kwargs)
+    probes.linear_probe_accuracy(x[:150], y[:140], x[150:], y[150:], **kwargs)
   with pytest.raises(ValueError):
-    evaluate.linear_probe_accuracy(x[:150], y[:150], x[150:, :4], y[150:], **kwargs)
+    probes.linear_probe_accuracy(x[:150], y[:150], x[150:, :4], y[150:], **kwargs)
 
 
 def test_compute_embeddings_drops_padding_and_keeps_order():
@@ -121,7 +121,7 @@ def test_compute_embeddings_drops_padding_and_keeps_order():
     mask = idx < 10
     idx = np.where(mask, idx, 0)
     batches.append({"input": inputs[idx], "label": labels[idx], "mask": mask})
-  out = evaluate.compute_embeddings(lambda x: {"a": x * 2.0, "b": x[:, :1]}, batches)
+  out = probes.compute_embeddings(lambda x: {"a": x * 2.0, "b": x[:, :1]}, batches)
   np.testing.assert_array_equal(out["a"], inputs * 2.0)
   np.testing.assert_array_equal(out["b"], inputs[:, :1])
   np.testing.assert_array_equal(out["label"], labels)
@@ -150,8 +150,8 @@ def test_extract_features_eval_and_train_mode_batchnorm():
   expect_eval = (h - running["mean"]) / np.sqrt(running["var"] + 1e-5) * bn["scale"] + bn["bias"]
   expect_train = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5) * bn["scale"] + bn["bias"]
   batches = [{"input": x, "label": np.zeros(8, np.int32), "mask": np.ones(8, bool)}]
-  got_eval = evaluate.extract_features(net.apply, variables, batches)
-  got_train = evaluate.extract_features(net.apply, variables, batches, train_mode_bn=True)
+  got_eval = probes.extract_features(net.apply, variables, batches)
+  got_train = probes.extract_features(net.apply, variables, batches, train_mode_bn=True)
   np.testing.assert_allclose(got_eval["backbone"], expect_eval, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got_train["backbone"], expect_train, rtol=1e-4, atol=1e-4)
   assert got_train["projector"].shape == (8, 2)
@@ -181,7 +181,7 @@ def test_reestimate_batch_stats_is_the_mean_of_exact_batch_moments(x64, momentum
   padded = np.concatenate([rng.normal(size=[5, 3]) * 100.0, np.zeros([3, 3])])
   batches = [{"input": x, "mask": np.ones(8, bool)} for x in inputs]
   batches.append({"input": padded, "mask": np.arange(8) < 5})  # skipped: it is padded
-  got = evaluate.reestimate_batch_stats(net.apply, variables, batches, momentum=momentum)
+  got = probes.reestimate_batch_stats(net.apply, variables, batches, momentum=momentum)
   want_mean = np.mean([x.mean(0) for x in inputs], axis=0)
   want_var = np.mean([x.var(0) for x in inputs], axis=0)  # biased, per batch
   np.testing.assert_allclose(got["BatchNorm_0"]["mean"], want_mean, rtol=1e-12, atol=1e-12)
@@ -189,11 +189,11 @@ def test_reestimate_batch_stats_is_the_mean_of_exact_batch_moments(x64, momentum
   # Not the variance of all the rows pooled: the per-batch means differ.
   assert not np.allclose(got["BatchNorm_0"]["var"], np.concatenate(inputs).var(0), rtol=1e-3)
   # Only padded batches: their valid rows are used.
-  only = evaluate.reestimate_batch_stats(net.apply, variables, batches[-1:], momentum=momentum)
+  only = probes.reestimate_batch_stats(net.apply, variables, batches[-1:], momentum=momentum)
   np.testing.assert_allclose(only["BatchNorm_0"]["mean"], padded[:5].mean(0), rtol=1e-12)
   np.testing.assert_allclose(only["BatchNorm_0"]["var"], padded[:5].var(0), rtol=1e-12)
   with pytest.raises(ValueError, match="no batches"):
-    evaluate.reestimate_batch_stats(net.apply, variables, [], momentum=momentum)
+    probes.reestimate_batch_stats(net.apply, variables, [], momentum=momentum)
 
 
 def _small_ssl_net():
@@ -225,7 +225,7 @@ def test_reestimated_stats_match_each_batchnorm_input_of_an_ssl_net_in_train_mod
   with nn.intercept_methods(capture):
     for x in inputs:
       net.apply(variables, x, train=True, mutable=["batch_stats"])
-  got = evaluate.reestimate_batch_stats(
+  got = probes.reestimate_batch_stats(
       net.apply, variables, [{"input": x} for x in inputs])
   paths = {tuple(p.key for p in path[:-1]) for path, _ in
            jax.tree_util.tree_flatten_with_path(got)[0]}
@@ -245,7 +245,7 @@ def test_one_batch_eval_mode_with_reestimated_stats_equals_train_mode():
   x = np.random.default_rng(8).random([6, 8, 8, 1]).astype(np.float32)
   variables = net.init(jax.random.key(0), x, train=True)
   train_out, _ = net.apply(variables, x, train=True, mutable=["batch_stats"])
-  stats = evaluate.reestimate_batch_stats(net.apply, variables, [{"input": x}])
+  stats = probes.reestimate_batch_stats(net.apply, variables, [{"input": x}])
   eval_out = net.apply({"params": variables["params"], "batch_stats": stats}, x, train=False)
   stale = net.apply(variables, x, train=False)  # the initial running statistics
   for head in ("backbone", "projector", "predictor"):
