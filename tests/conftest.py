@@ -66,6 +66,16 @@ def pytest_runtest_setup(item):
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def stock_layers():
+  """Each test starts with the stock Flax layers and leaves them so, also when it ran
+  `python -m jnorm.main` in-process (which calls `jnorm.cpu.enable()`)."""
+  from jnorm.models import layers  # pylint: disable=import-outside-toplevel
+  layers.restore()
+  yield
+  layers.restore()
+
+
 @pytest.fixture
 def x64():
   """Runs a test with 64-bit floats enabled; restores the setting afterwards."""

@@ -54,9 +54,9 @@ def cpu_flags(xla_flags: str, *, jaxlib_version: str) -> str:
 def eigen_convolutions(xla_flags: str) -> bool:
   """True when `xla_flags` keep XLA:CPU's convolutions out of YNNPACK (on Eigen).
 
-  That is the case under jnorm's default flag (`=reduce`) or any user setting of the
+  That is the case under the flag `jnorm.cpu.enable()` sets (`=reduce`) or any user setting of the
   YNNPACK fusion types that names no convolution; without the flag XLA:CPU (jaxlib
-  0.10) sends convolutions to YNNPACK. `jnorm.models.conv.use_gemm('auto')` reads it:
+  0.10) sends convolutions to YNNPACK. `jnorm.cpu.conv.resolve('auto')` reads it:
   on Eigen the native convolution beats the GEMM form even on ResNet-18
   (benchmarks/README.md), on YNNPACK it does not.
   """
