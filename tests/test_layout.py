@@ -1,12 +1,13 @@
 """The package's layout rules, checked on the source (ast), not by importing it.
 
 Layers (an import goes to a strictly lower layer, or stays in its own folder):
-  0 library   the top-level modules (errors, io, stats, tables, norms, losses,
-              gradscale, optim, augment, evaluate, ...)
+  0 library   the top-level modules (errors, json_files, stats, tables, norms, losses,
+              gradscale, optim, augment, probes, ...)
   1 models, data, simulations, plots, methods (methods may also import models)
-  2 training
-  3 jobs
-  4 main
+  2 cpu       the CPU tuning: swaps layers into models; nothing below imports it
+  3 training
+  4 jobs
+  5 main
 Also: no import cycle between jnorm modules; no `import jnorm...` inside a function;
 no module over 350 lines and no function over 80; no reference to notes that are not
 part of the repository.
@@ -22,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "jnorm")
 
 LAYERS = {"models": 1, "data": 1, "simulations": 1, "plots": 1, "methods": 1,
-          "training": 2, "jobs": 3, "main": 4}
+          "cpu": 2, "training": 3, "jobs": 4, "main": 5}
 ALLOWED_PEERS = {"methods": {"models"}}  # same-layer folders a folder may import
 MAX_MODULE_LINES = 350
 MAX_FUNCTION_LINES = 80
@@ -114,15 +115,15 @@ def test_the_package_was_found():
           "jnorm.jobs.compare", "jnorm.main"} <= set(SOURCES)
   assert {_folder(m) for m in SOURCES} <= {"library", *LAYERS}, "a folder without a layer"
   assert [_layer(m) for m in ("jnorm", "jnorm.stats", "jnorm.methods", "jnorm.models.heads",
-                              "jnorm.training.loop", "jnorm.jobs", "jnorm.main")] == [
-                                  0, 0, 1, 1, 2, 3, 4]
+                              "jnorm.cpu.conv", "jnorm.training.loop", "jnorm.jobs",
+                              "jnorm.main")] == [0, 0, 1, 1, 2, 3, 4, 5]
   # `from jnorm.methods import base` depends on the submodule, `from jnorm.tables import
   # compare_arms` on the module, `from jnorm import data` on the package.
   tree = ast.parse("from jnorm.methods import base\nfrom jnorm.tables import compare_arms\n"
-                   "from jnorm import data, stats\nimport jnorm.io\nimport numpy\n")
+                   "from jnorm import data, stats\nimport jnorm.json_files\nimport numpy\n")
   targets = [t for node in tree.body for t in _targets("jnorm.jobs.compare", node)]
   assert targets == ["jnorm.methods.base", "jnorm.tables", "jnorm.data", "jnorm.stats",
-                     "jnorm.io"]
+                     "jnorm.json_files"]
 
 
 def test_every_import_goes_to_a_lower_layer_or_the_same_folder():

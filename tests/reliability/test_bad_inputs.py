@@ -257,7 +257,7 @@ def test_disk_full_in_the_workdir_is_one_line(tmp_path, monkeypatch, capsys):
   def no_space(path, obj):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
-  monkeypatch.setattr(io, "write_json_atomic", no_space)
+  monkeypatch.setattr(json_files, "write_json_atomic", no_space)
   workdir = str(tmp_path / "w")
   got, _, err = ru.in_process(ru.tiny_args(workdir), capsys)
   ru.assert_one_line_error(got, err, 2, f"cannot write {workdir}/config.json",
