@@ -3,9 +3,10 @@
 The kernel starts with 8 simulated CPU devices (XLA_FLAGS in its environment, so before
 jax is imported) and JNORM_REPO pointing at this checkout, so the install cell takes its
 local-checkout branch and finds jnorm already installed from here (no pip, no network).
-The notebook itself asserts that one data-parallel train step (gathered negatives,
-synced BatchNorm, 8 devices) equals the single-device step to 1e-5, then runs the
-comparison at smoke size on digits; this test checks what each part left behind.
+The notebook runs the comparison at smoke size on digits, every sub-run data-parallel over
+the 8 devices (gathered negatives, synced BatchNorm); this test checks what each part left
+behind. Its check that a data-parallel step equals one device's runs on TPU only: on CPU
+tests/training/test_train_step.py tests that property (1 device against 4).
 
 The install cell's wheel path (a jnorm-*.whl and configs.zip uploaded to the working
 folder, as its markdown says) runs in a fresh virtual environment without jnorm
@@ -75,10 +76,9 @@ def test_tpu_notebook_runs_on_eight_cpu_devices(tmp_path):
   assert "$" not in _text(install)  # no command ran
   assert os.path.realpath(probe["src"]) == os.path.realpath(ROOT)
   assert probe["configs"] == os.path.join(ROOT, "configs")
-  # The data-parallel check ran (its asserts passed) and printed both losses.
+  # On CPU the data-parallel check is left to tests/training/test_train_step.py.
   check = next(c for c, s in zip(nb.cells, sources) if "DATA_PARALLEL_OK = True" in s)
-  assert probe["data_parallel_ok"] and "losses: 1 device" in _text(check)
-  assert "8 devices" in _text(check)
+  assert probe["data_parallel_ok"] is None and "test_train_step.py" in _text(check)
   # The comparison ran every variant and wrote the table and figures in the kernel's cwd.
   assert probe["workdir"].startswith(os.path.realpath(str(tmp_path)))
   for name in ("comparison.md", "results.json", "knn_accuracy_vs_epoch.png",
