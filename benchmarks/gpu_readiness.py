@@ -27,7 +27,7 @@ Two measurements, meant for a machine with a GPU (everything also runs on CPU, a
    float32 MFU against 67 may exceed 1: float32 lines on a GPU also give
    `mfu_vs_tf32_peak` (TF32 dense, 494.5 TFLOP/s); `--matmul-precision highest` times
    true float32.
-   `--backbone`, `--conv-impl`, `--augment` override the config's model and recipe.
+   `--backbone` and `--augment` override the config's model and recipe.
 
 2. The Fashion-MNIST comparison base (configs/compare_fmnist.py `base_config()`, read as
    the `base` of `jnorm.jobs.load_config_file('configs/compare_fmnist.py')`: SmallResNet

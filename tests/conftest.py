@@ -56,6 +56,13 @@ def pytest_configure(config):
       "failed without them under JNORM_REQUIRE_DATA=1)")
 
 
+def pytest_collection_modifyitems(config, items):
+  """Slow tests first (a stable sort): with xdist, the long tests start early and the
+  short ones fill the gaps, instead of one worker idling while the other ends on a
+  long test."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_runtest_setup(item):
   if item.get_closest_marker("fashion_mnist") is None:
     return
@@ -67,10 +74,15 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture(autouse=True)
-def stock_layers():
+def stock_layers(monkeypatch):
   """Each test starts with the stock Flax layers and leaves them so, also when it ran
-  `python -m jnorm.main` in-process (which calls `jnorm.cpu.enable()`)."""
+  `python -m jnorm.main` in-process (which calls `jnorm.cpu.enable()`); XLA_FLAGS, which
+  the switch may extend, is restored for the subprocesses of later tests."""
   from jnorm.models import layers  # pylint: disable=import-outside-toplevel
+  flags = os.environ.get("XLA_FLAGS")
+  monkeypatch.setenv("XLA_FLAGS", flags or "")  # recorded, so undone after the test
+  if flags is None:
+    monkeypatch.delenv("XLA_FLAGS")
   layers.restore()
   yield
   layers.restore()

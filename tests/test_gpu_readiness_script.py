@@ -15,6 +15,8 @@ import pytest
 from data_files import REQUIRE_DATA, missing_data_reason
 from jnorm.data import fashion_mnist as fm
 
+pytestmark = pytest.mark.slow  # the full suite only (README)
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO_ROOT, "benchmarks", "gpu_readiness.py")
 

@@ -61,6 +61,7 @@ def test_notebook_defines_no_functions(name):
             f"{name} cell {i} defines a function; move it into jnorm: {line!r}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXECUTED)
 def test_notebook_runs_at_small_settings(name, tmp_path):
   import nbclient  # pylint: disable=g-import-not-at-top

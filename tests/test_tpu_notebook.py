@@ -53,6 +53,7 @@ def _text(cell) -> str:
   return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
 
 
+@pytest.mark.slow
 def test_tpu_notebook_runs_on_eight_cpu_devices(tmp_path):
   import nbclient  # pylint: disable=g-import-not-at-top
   nb = nbformat.read(NOTEBOOK, as_version=4)

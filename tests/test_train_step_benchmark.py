@@ -11,6 +11,8 @@ import pytest
 
 from jnorm.cpu import kernels as cpu_kernels
 
+pytestmark = pytest.mark.slow  # the full suite only (README)
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO_ROOT, "benchmarks", "train_step.py")
 

@@ -140,6 +140,7 @@ def test_damaged_file_is_a_clear_error(tmp_path, damage):
 # One test: the build takes ~10 s, and a module fixture would be built once per xdist
 # worker.
 @needs_files
+@pytest.mark.slow
 def test_prepare_tfds_then_load_through_data_source(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds_dir = str(tmp_path / "tfds")

@@ -80,6 +80,7 @@ def test_analysis_job_wiring_with_stand_in_model(tmp_path, monkeypatch):
     analysis.analysis_job(bad, workdir)
 
 
+@pytest.mark.slow
 def test_analysis_smoke_end_to_end_with_trainer(tmp_path):
   """`configs/analysis.py:smoke`: trains a few SimCLR steps on digits 0-7, then analyses."""
   workdir = str(tmp_path / "analysis")

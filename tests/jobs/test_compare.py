@@ -159,6 +159,7 @@ def test_run_comparison_resumes_and_splits_hosts(tmp_path):
     assert os.path.getsize(os.path.join(workdir, name)) > 1000
 
 
+@pytest.mark.slow
 def test_smoke_comparison_with_the_real_trainer(tmp_path):
   """configs/compare_reference.py:smoke: 2 variants x 1 seed through the real trainer."""
   config = jobs.load_config_file(os.path.join(_ROOT, "configs", "compare_reference.py"),

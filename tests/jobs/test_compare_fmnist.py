@@ -12,7 +12,7 @@ import pytest
 
 from jnorm import jobs
 
-pytestmark = pytest.mark.fashion_mnist
+pytestmark = [pytest.mark.fashion_mnist, pytest.mark.slow]
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CONFIG = os.path.join(_ROOT, "configs", "compare_fmnist.py")

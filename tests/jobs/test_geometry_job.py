@@ -30,6 +30,7 @@ def _geometry_config(dirs):
   return config
 
 
+@pytest.mark.slow
 def test_geometry_of_every_checkpoint_matches_the_final_embeddings(trained, tmp_path):
   jobs.run_job(_geometry_config([trained, trained]), str(tmp_path))
   with open(os.path.join(tmp_path, "results.json")) as f:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from jnorm import jobs
 from jnorm.jobs import simulations
@@ -23,6 +24,7 @@ def test_norm_convergence_job_writes_results_and_figure(tmp_workdir):
   assert os.path.getsize(os.path.join(tmp_workdir, "norm_convergence.png")) > 1000
 
 
+@pytest.mark.slow
 def test_all_jobs_run_through_the_cli(tmp_path):
   """All five smoke configs through `jnorm.main.main` in one subprocess (one jax import)."""
   names = ("norm_convergence", "angle_convergence", "gradscale", "weight_decay", "imbalance")

@@ -121,6 +121,7 @@ def test_a_failing_worker_is_one_error_and_the_other_workers_sub_runs_are_kept(
   assert _sub(workdir, "cut3", 1)["affinity"] == groups[1]
 
 
+@pytest.mark.slow
 def test_a_worker_sub_run_is_the_sub_run_one_process_trains(tmp_path):
   """The real trainer: a sub-run trained by a pinned worker equals, bit for bit, the same
   sub-run trained by `workers = 1` (here, in this process: the same XLA thread pool)."""

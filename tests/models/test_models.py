@@ -245,6 +245,7 @@ _SHARD_MAP_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_bn_axis_name_syncs_statistics_across_two_devices():
   proc = mw.run_on_cpu_devices(2, _SHARD_MAP_SCRIPT)
   diffs = json.loads(proc.stdout.strip().splitlines()[-1])

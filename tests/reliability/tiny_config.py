@@ -4,6 +4,8 @@ SimCLR with an MLP backbone (16 wide) on 64 synthetic 16-D vectors (`data.name =
 'spherical'`), batch 16: 4 steps per epoch, 2 epochs = 8 steps, a checkpoint and a log
 line every step, kNN at epochs 0, 1 (mid-run, at a checkpoint) and 2 (the end). Small
 enough that a process spends its time starting, which is what kill tests repeat.
+Stock XLA and Flax (`cpu_tuning='off'`): a run in the test process (which started XLA
+without the tuning's flag) then computes the same bits as one in a subprocess.
 """
 
 from jnorm.training import config as train_config
@@ -33,6 +35,7 @@ def get_config(arg=None):
   config.checkpoint_every_steps = 1
   config.log_every_steps = 1
   config.progress_bar = False
+  config.cpu_tuning = "off"
   if arg:
     raise ValueError(f"tiny_config: unknown argument {arg!r}; use none")
   return config

@@ -28,6 +28,8 @@ from jnorm.training import config as train_config
 from jnorm.training import evaluation
 from jnorm.training import loop
 
+pytestmark = pytest.mark.slow  # the full suite only (README)
+
 EVAL_BATCH = 256
 
 

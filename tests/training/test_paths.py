@@ -308,6 +308,7 @@ print("job ok", res["final_loss"], res["knn_accuracy"])
 """
 
 
+@pytest.mark.slow
 def test_unsynced_batchnorm_on_two_devices_is_the_mean_of_local_steps(tmp_path):
   proc = mw.run_on_cpu_devices(2, _UNSYNCED_SCRIPT, HERE, str(tmp_path / "run"), cwd=ROOT)
   assert "step ok" in proc.stdout and "job ok" in proc.stdout, proc.stdout
@@ -401,6 +402,7 @@ def _cosine(a, b):
   return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_is_close_to_float32_but_not_equal():
   x = np.random.default_rng(3).uniform(size=(8, 8, 8, 1)).astype(np.float32)
   s32, loss32, g32 = _digits_step("float32", x)

@@ -54,6 +54,7 @@ def test_bad_config_value_exits_2_with_one_line(env, tmp_path):
   assert len(lines) == 1 and "config.optim.name" in lines[0] and "'sgd'" in lines[0]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(env, tmp_path):
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   proc = _run(env, full)
@@ -105,6 +106,7 @@ def test_second_live_run_is_refused(env, tmp_path):
   assert "in use by a live run" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(env, tmp_path):
   workdir = str(tmp_path / "w")
   proc = _run(env, workdir, "--config.optim.learning_rate=1e30",

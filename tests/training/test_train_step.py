@@ -145,6 +145,7 @@ print("local ok", l4, float(lr), l1)
 """
 
 
+@pytest.mark.slow
 def test_one_device_equals_four_devices_in_both_negative_modes():
   proc = mw.run_on_cpu_devices(4, _DEVICES_SCRIPT, TESTS_DIR)
   assert "global ok simclr" in proc.stdout and "local ok" in proc.stdout
@@ -156,6 +157,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
   worker = os.path.join(TESTS_DIR, "multiprocess_worker.py")
   env = dict(os.environ, JAX_PLATFORMS="cpu")

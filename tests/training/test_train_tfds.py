@@ -9,6 +9,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from jnorm import jobs
@@ -17,6 +18,7 @@ from jnorm.training import loop
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow
 def test_simclr_cifar10_smoke_trains_on_mock_tfds(tmp_path):
   config = jobs.load_config_file(os.path.join(_ROOT, "configs", "simclr.py"), "cifar10,smoke")
   config.progress_bar = False
