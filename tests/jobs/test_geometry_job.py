@@ -56,6 +56,7 @@ def test_geometry_of_every_checkpoint_matches_the_final_embeddings(trained, tmp_
       last["projector/mean_norm"] - before["projector/mean_norm"])
 
 
+@pytest.mark.slow  # shares the trained run with the test above
 def test_bad_workdir_and_head_are_config_errors(trained, tmp_path):
   with pytest.raises(errors.ConfigError, match="no config.json"):
     jobs.run_job(_geometry_config([str(tmp_path / "nothing")]), str(tmp_path / "o1"))

@@ -274,19 +274,24 @@ def test_default_model_is_stock_flax_and_jvp_runs_through_it_in_train_mode():
   cfg.backbone, cfg.projector_dims = "small_resnet", (16, 8)
   net = models.build_ssl_net(cfg)
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
-  variables = net.init(jax.random.key(1), x, train=True)
+  variables = jax.jit(functools.partial(net.init, train=True))(jax.random.key(1), x)
   assert {type(m).__name__ for m in _submodules(net, variables, x)} >= {"Conv", "BatchNorm"}
 
   def embed(x):
     out, _ = net.apply(variables, x, train=True, mutable=["batch_stats"])
     return out["projector"]
 
+  @jax.jit
+  def both_modes(x, t, u):
+    # Forward mode agrees with reverse mode: <J t, u> == <t, J^T u>.
+    _, jvp = jax.jvp(embed, (x,), (t,))
+    (vjp,) = jax.vjp(embed, x)[1](u)
+    return jnp.vdot(jvp, u), jnp.vdot(t, vjp)
+
   tangent = jax.random.normal(jax.random.key(2), x.shape)
-  _, jvp = jax.jit(lambda x, t: jax.jvp(embed, (x,), (t,)))(x, tangent)
-  # Forward mode agrees with reverse mode: <J t, u> == <t, J^T u>.
-  u = jax.random.normal(jax.random.key(3), jvp.shape)
-  (vjp,) = jax.vjp(embed, x)[1](u)
-  np.testing.assert_allclose(jnp.vdot(jvp, u), jnp.vdot(tangent, vjp), rtol=1e-4)
+  u = jax.random.normal(jax.random.key(3), (4, 8))
+  forward, reverse = both_modes(x, tangent, u)
+  np.testing.assert_allclose(forward, reverse, rtol=1e-4)
 
 
 def _submodules(net, variables, x):
@@ -298,5 +303,5 @@ def _submodules(net, variables, x):
     return next_fun(*args, **kwargs)
 
   with nn.intercept_methods(record):
-    net.apply(variables, x, train=False)
+    jax.eval_shape(lambda: net.apply(variables, x, train=False))  # tracing calls them all
   return [m for m in seen if type(m).__module__.startswith("flax.")]
