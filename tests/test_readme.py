@@ -1,0 +1,41 @@
+"""README.md is a front door that matches the code: its two commands come first and the
+test command is the one CI runs; its library example runs as written; its size stays a
+front door's (benchmarks/README.md and docs/findings.md too)."""
+
+import os
+import re
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _read(*path: str) -> str:
+  with open(os.path.join(REPO, *path), encoding="utf-8") as f:
+    return f.read()
+
+
+def test_the_two_commands_come_first_and_ci_runs_the_test_command():
+  readme = _read("README.md")
+  lines = readme.splitlines()
+  commands = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
+  assert len(commands) == 2, commands
+  main_command, test_command = commands
+  assert "python -m jnorm.main --config configs/default.py" in main_command
+  first_lines = "\n".join(lines[:45])
+  assert main_command in first_lines and test_command in first_lines
+  install_and_test = test_command.split("&& ", 2)[-1]  # after the venv's creation
+  assert install_and_test in _read(".ci", "run"), install_and_test
+
+
+def test_the_library_example_runs():
+  code = re.search(r"```python\n(.*?)```", _read("README.md"), re.S).group(1)
+  namespace = {}
+  exec(compile(code, "README.md", "exec"), namespace)  # pylint: disable=exec-used
+  assert namespace["out"]["backbone"].shape[0] == namespace["batch"]["input"].shape[0]
+
+
+def test_the_docs_stay_within_their_length_and_carry_no_dates():
+  for path, most in ((("README.md",), 180), (("benchmarks", "README.md"), 300),
+                     (("docs", "findings.md"), 500)):
+    text = _read(*path)
+    assert len(text.splitlines()) <= most, (path, len(text.splitlines()))
+    assert not re.search(r"\b20\d\d-\d\d-\d\d\b", text), path
