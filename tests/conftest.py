@@ -73,6 +73,15 @@ def pytest_runtest_setup(item):
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def xla_started_stock():
+  """Starts XLA before any test runs, without the CPU tuning's flag: a test that runs
+  `python -m jnorm.main` in-process (whose `jnorm.cpu.enable()` adds the flag when XLA
+  has not started) then leaves every later test in this process on stock XLA, computing
+  the same bits as a subprocess of a config with `cpu_tuning='off'`."""
+  jax.devices()
+
+
 @pytest.fixture(autouse=True)
 def stock_layers(monkeypatch):
   """Each test starts with the stock Flax layers and leaves them so, also when it ran
