@@ -85,9 +85,15 @@ KERNELS = {
 }
 
 
-@pytest.mark.parametrize("name, case", [(name, case) for name in ("conv", "kernel_grad")
-                                        for case in CASES]
-                         + [("input_grad", case) for case in INPUT_GRAD_CASES])
+def _slow_after(first: int, cases: list) -> list:
+  """`cases` with all but the first `first` marked slow (the full suite runs them all)."""
+  return [c if i < first else pytest.param(*c, marks=pytest.mark.slow)
+          for i, c in enumerate(cases)]
+
+
+@pytest.mark.parametrize("name, case", _slow_after(2, [("conv", c) for c in CASES])
+                         + _slow_after(2, [("kernel_grad", c) for c in CASES])
+                         + _slow_after(2, [("input_grad", c) for c in INPUT_GRAD_CASES]))
 def test_kernel_matches_xla_in_float64(name, case):
   ours, xlas, shifted = KERNELS[name]
   args = _inputs(case)

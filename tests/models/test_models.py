@@ -118,12 +118,15 @@ def _batch_norm_train(y):
   return (y - mean) / np.sqrt(var + 1e-5)
 
 
-@pytest.mark.parametrize("block_cls,cin,filters,strides", [
-    (models.BasicBlock, 8, 8, 1),        # identity shortcut
-    (models.BasicBlock, 4, 8, 2),        # projection shortcut
-    (models.BottleneckBlock, 8, 2, 1),   # 8 == 2 * 4: identity
-    (models.BottleneckBlock, 4, 2, 2)])  # projection
-@pytest.mark.parametrize("zero_init", [True, False])
+@pytest.mark.parametrize("block_cls,cin,filters,strides,zero_init", [
+    (models.BasicBlock, 8, 8, 1, True),          # identity shortcut
+    (models.BasicBlock, 4, 8, 2, True),          # projection shortcut
+    (models.BottleneckBlock, 8, 2, 1, True),     # 8 == 2 * 4: identity
+    (models.BottleneckBlock, 4, 2, 2, True),     # projection
+    (models.BasicBlock, 4, 8, 2, False)] + [     # the control: the same blocks unzeroed
+        pytest.param(*case, False, marks=pytest.mark.slow)
+        for case in ((models.BasicBlock, 8, 8, 1), (models.BottleneckBlock, 8, 2, 1),
+                     (models.BottleneckBlock, 4, 2, 2))])
 def test_zero_init_residual_block_is_relu_of_shortcut(block_cls, cin, filters, strides,
                                                       zero_init):
   conv = lambda *a, **k: nn.Conv(*a, use_bias=False, **k)

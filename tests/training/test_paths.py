@@ -111,6 +111,7 @@ def test_accumulation_equals_one_step_on_the_concatenated_batch():
         ps.assert_tree_close(after, full_params[j + 1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_byol_accumulation_averages_micro_gradients_and_moves_the_target_on_updates():
   """With BatchNorm and the run's own step (BYOL, vector_noise views, k = 3): the update
   after micro-step 3 is the inner optimiser (SGD Nesterov, weight decay) applied to the
