@@ -31,6 +31,13 @@ def _conv_value_and_grads(impl, kernel, stride, padding, x, w, cotangent):
   return (y, *vjp(cotangent))
 
 
+def _gemm_and_xla(kernel, stride, padding, x, w, g) -> tuple:
+  """(gemm's, xla's) (value, input gradient, kernel gradient), in one jitted call."""
+  both = jax.jit(lambda x, w, g: [_conv_value_and_grads(impl, kernel, stride, padding,
+                                                        x, w, g) for impl in ("gemm", "xla")])
+  return both(x, w, g)
+
+
 @pytest.mark.parametrize("kernel,stride,padding,size", CONV_CASES[:3] + [
     pytest.param(*case, marks=pytest.mark.slow) for case in CONV_CASES[3:]])
 def test_gemm_conv_matches_xla_float32(kernel, stride, padding, size):
@@ -40,11 +47,7 @@ def test_gemm_conv_matches_xla_float32(kernel, stride, padding, size):
   out_shape = jax.eval_shape(_conv_fn("xla", kernel, stride, padding), x, w).shape
   g = jax.random.normal(kc, out_shape)
 
-  @jax.jit
-  def both(x, w, g):
-    return [_conv_value_and_grads(impl, kernel, stride, padding, x, w, g)
-            for impl in ("gemm", "xla")]
-  got, want = both(x, w, g)
+  got, want = _gemm_and_xla(kernel, stride, padding, x, w, g)
   for a, b in zip(got, want):
     assert a.shape == b.shape and a.dtype == jnp.float32
     scale = float(jnp.max(jnp.abs(b)))
@@ -59,11 +62,7 @@ def test_gemm_conv_matches_xla_float64(x64, kernel, stride, padding, size):
   ref = _conv_fn("xla", kernel, stride, padding)(x, w)
   g = jnp.asarray(rng.normal(size=ref.shape))
 
-  @jax.jit
-  def both(x, w, g):
-    return [_conv_value_and_grads(impl, kernel, stride, padding, x, w, g)
-            for impl in ("gemm", "xla")]
-  got, want = both(x, w, g)
+  got, want = _gemm_and_xla(kernel, stride, padding, x, w, g)
   for a, b in zip(got, want):
     assert a.dtype == jnp.float64
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
