@@ -1,4 +1,4 @@
-"""jnorm.io: JSON conversion (non-finite floats as null) and atomic writes."""
+"""jnorm.json_files: JSON conversion (non-finite floats as null) and atomic writes."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""jnorm.evaluate: weighted kNN vs brute force, linear probe, embedding extraction."""
+"""jnorm.probes: weighted kNN vs brute force, linear probe, embedding extraction."""
 
 import flax.linen as nn
 import jax
