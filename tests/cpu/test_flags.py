@@ -99,8 +99,10 @@ def test_flag_is_accepted_by_this_jaxlib_and_computes_the_same_function(tmp_path
 
 def _page_faults_per_call(switch: str) -> float:
   """Median minor page faults of the last 10 of 20 calls of a jitted op whose output is
-  a fresh 64 MiB buffer each time (the heap grows for the first few calls)."""
-  code = ("import resource, statistics, sys, jnorm.cpu, jax, jax.numpy as jnp\n"
+  a fresh 64 MiB buffer each time (the heap grows for the first few calls), after
+  importing jnorm's command line (and with it nearly every module) and, with 'on',
+  calling the switch."""
+  code = ("import resource, statistics, sys, jnorm.main, jnorm.cpu, jax, jax.numpy as jnp\n"
           "if sys.argv[1] == 'on': jnorm.cpu.enable(conv='stock', batch_norm=False)\n"
           "f = jax.jit(lambda x: x * 2.0)\n"
           "x = jnp.ones((16, 1024, 1024), jnp.float32)\n"
@@ -117,7 +119,8 @@ def _page_faults_per_call(switch: str) -> float:
 
 def test_allocator_settings_stop_refaulting_freed_buffers():
   """glibc unmaps a freed 64 MiB block and faults it in again on the next call; with
-  the switch's malloc settings the block is kept and reused."""
+  the switch's malloc settings the block is kept and reused. Importing jnorm alone
+  leaves glibc's defaults (the faults stay)."""
   if platform.libc_ver()[0] != "glibc":
     pytest.fail("this test expects Linux with glibc, as CI has")
   pages = 64 * 2**20 // resource.getpagesize()
