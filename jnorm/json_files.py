@@ -3,6 +3,8 @@
 JSON has no inf or NaN. Every file jnorm writes stores a non-finite float as `null`
 (never as a large number that a reader could mistake for a measurement); runs that
 produce non-finite metrics stop before writing results (`jnorm.errors.NonFiniteError`).
+A write the disk refuses (full, read-only) raises a one-line `jnorm.errors.DiskError`
+and leaves the previous file intact.
 """
 
 import json
@@ -11,6 +13,8 @@ import tempfile
 from typing import Any
 
 import numpy as np
+
+from jnorm import errors
 
 
 def to_json(obj: Any) -> Any:
@@ -27,7 +31,22 @@ def to_json(obj: Any) -> Any:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes `obj` as JSON to `path` through a temporary file and an atomic rename."""
+  """Writes `obj` as JSON to `path` through a temporary file and an atomic rename.
+
+  Raises:
+    errors.DiskError: the disk refused the write (no space left, read-only, not
+      writable); the previous file at `path`, if any, is intact.
+  """
+  try:
+    _write_json_atomic(path, obj)
+  except OSError as exc:
+    error = errors.disk_error(exc, path=path, what="the file")
+    if error is None:
+      raise
+    raise error from None
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")

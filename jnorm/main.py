@@ -210,7 +210,8 @@ def _config_dir_on_path(argv) -> None:
 
 
 def main(argv=None) -> int:
-  """Runs the job of `argv` (default `sys.argv`); returns 0 or exits with 1, 2 or 130."""
+  """Runs the job of `argv` (default `sys.argv`); returns 0 or exits with 1, 2, 75
+  (`errors.EXIT_PREEMPTED`: stopped by SIGTERM / SIGINT, checkpoint saved) or 130."""
   argv = list(sys.argv if argv is None else argv)
   saved_argv, sys.argv = sys.argv, argv  # config_flags reads overrides from sys.argv
   try:
@@ -286,6 +287,9 @@ def _main(argv: list) -> int:
     results = jobs.run_job(config, workdir)
   except errors.ConfigError as exc:
     _fail(_one_line(exc), 2)
+  except errors.Preempted as exc:  # not an error: its checkpoint is saved
+    print(f"jnorm: {_one_line(exc)}", file=sys.stderr)
+    sys.exit(errors.EXIT_PREEMPTED)
   except errors.JnormError as exc:
     _fail(_one_line(exc), 1)
   except OSError as exc:

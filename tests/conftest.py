@@ -84,10 +84,14 @@ def xla_started_stock():
 
 @pytest.fixture(autouse=True)
 def stock_layers(monkeypatch):
-  """Each test starts with the stock Flax layers and leaves them so, also when it ran
-  `python -m jnorm.main` in-process (which calls `jnorm.cpu.enable()`); XLA_FLAGS, which
-  the switch may extend, is restored for the subprocesses of later tests."""
+  """Each test starts with the stock Flax layers and no record of `jnorm.cpu.enable()`,
+  and leaves them so, also when it ran `python -m jnorm.main` in-process (which calls the
+  switch; a later run in the process would write its record into results.json, unlike a
+  subprocess); XLA_FLAGS, which the switch may extend, is restored for the subprocesses
+  of later tests."""
+  from jnorm import cpu  # pylint: disable=import-outside-toplevel
   from jnorm.models import layers  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(cpu, "_enabled", None)
   flags = os.environ.get("XLA_FLAGS")
   monkeypatch.setenv("XLA_FLAGS", flags or "")  # recorded, so undone after the test
   if flags is None:

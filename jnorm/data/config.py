@@ -101,6 +101,7 @@ def resolve_config(cfg) -> ml_collections.ConfigDict:
       value = value.to_dict()
     merged[key] = value
   if merged["train_classes"] is not None:
+    errors.check_int_tuple("data.train_classes", merged["train_classes"], minimum=0)
     merged["train_classes"] = tuple(int(c) for c in merged["train_classes"])
   out = ml_collections.ConfigDict(merged)
   errors.check_choice("data.name", out.name, NAMES)

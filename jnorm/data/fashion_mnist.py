@@ -69,6 +69,9 @@ def _read_idx(path: str, magic: int) -> np.ndarray:
         f"{path} cannot be read ({' '.join(str(exc).split())}); reinstall with "
         f"`{INSTALL}`") from exc
   dims = 3 if magic == _IMAGE_MAGIC else 1
+  if len(raw) < 4 + 4 * dims:  # too short for the header
+    raise errors.DatasetNotFoundError(
+        f"{path} is not a complete idx file ({len(raw)} bytes); reinstall with `{INSTALL}`")
   header = np.frombuffer(raw[:4 + 4 * dims], ">u4")
   if header[0] != magic or len(raw) != 4 + 4 * dims + int(np.prod(header[1:])):
     raise errors.DatasetNotFoundError(

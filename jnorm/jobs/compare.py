@@ -41,7 +41,9 @@ non-finite loss (`NonFiniteError`) is recorded as diverged (`failed.json` in its
 directory, listed under `failed` in results.json and comparison.md) and the comparison
 goes on. A sub-run whose `results.json` or `failed.json` exists is skipped, so an
 interrupted comparison resumes where it stopped (a sub-run killed half-way resumes from
-its own checkpoint).
+its own checkpoint). SIGTERM or SIGINT stops the comparison cleanly: inside a sub-run at
+a step boundary with its checkpoint saved, or between sub-runs (`errors.Preempted`, exit
+code 75); the stopped sub-run is recorded as neither finished nor failed.
 
 Several hosts: sub-run i belongs to process `i % process_count`; the hosts share
 `workdir` (a network filesystem) and do NOT call `jax.distributed.initialize` (each
@@ -58,11 +60,10 @@ diverged sub-runs), `comparison.md`, `comparison.csv` (long format),
 Metrics: `jnorm.tables`.
 """
 
-import copy
 import json
 import os
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import jax
 import ml_collections
@@ -73,7 +74,10 @@ from jnorm import tables
 from jnorm.plots import compare as compare_plots
 from jnorm.jobs import analysis
 from jnorm.jobs import workers
+from jnorm.jobs.variants import (apply_overrides, parse_list, shard_runs,  # noqa: F401  (API)
+                                 variant_configs)
 from jnorm.training import loop
+from jnorm.training import preemption
 from jnorm.training import metrics
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
@@ -81,81 +85,6 @@ TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
 # Written into a sub-run's directory when training stopped on a NaN / inf (NonFiniteError):
 # the comparison records the variant as diverged and goes on; delete the file to retry.
 _FAILED = "failed.json"
-
-def parse_list(text, cast=str) -> list:
-  """'a, b,c' -> ['a', 'b', 'c'] (also accepts a list/tuple); empty items dropped."""
-  if isinstance(text, (list, tuple)):
-    return [cast(t) for t in text]
-  return [cast(t.strip()) for t in str(text).split(",") if t.strip()]
-
-
-def apply_overrides(base: ml_collections.ConfigDict, overrides, *, where: str
-                    ) -> ml_collections.ConfigDict:
-  """Returns a copy of `base` with the nested `overrides` set; unknown fields raise.
-
-  Args:
-    base: the training config.
-    overrides: nested ConfigDict / dict; a dict value recurses into a ConfigDict field,
-      any other value replaces the field.
-    where: a name for error messages (e.g. 'variants.cut3').
-  """
-  config = copy.deepcopy(base)
-  with config.unlocked():
-    _merge(config, overrides, where)
-  return config
-
-
-def _merge(target: ml_collections.ConfigDict, overrides, where: str) -> None:
-  items = overrides.items() if overrides is not None else ()
-  for key, value in items:
-    if key not in target:
-      raise errors.ConfigError(
-          f"config.{where}.{key}: the base training config has no field {key!r}; "
-          f"fix the variant's overrides (fields here: {', '.join(sorted(target.keys()))})")
-    if isinstance(value, (dict, ml_collections.ConfigDict)) and isinstance(
-        target[key], ml_collections.ConfigDict):
-      _merge(target[key], value, f"{where}.{key}")
-      continue
-    try:
-      target[key] = value
-    except TypeError as exc:
-      raise errors.ConfigError(
-          f"config.{where}.{key}={value!r} has the wrong type for the training config "
-          f"({' '.join(str(exc).split())}); write it with the field's type") from exc
-
-
-def variant_configs(config: ml_collections.ConfigDict) -> list:
-  """[(variant, seed, train_config)], seed by seed, arms in table order within a seed."""
-  names = parse_list(config.run_variants) or list(config.variants.keys())
-  for name in names:
-    errors.check_choice("run_variants", name, list(config.variants.keys()))
-  seeds = parse_list(config.seeds, int)
-  if not seeds:
-    raise errors.ConfigError("config.seeds is empty; give at least one seed, e.g. '0,1,2'")
-  variants = {name: apply_overrides(config.base, config.variants[name],
-                                    where=f"variants.{name}") for name in names}
-  runs = []
-  for seed in seeds:  # seed-major: a partial grid already holds complete paired sets
-    for name in names:
-      run = copy.deepcopy(variants[name])
-      with run.unlocked():
-        nested = seed  # 'train.seed' -> {'train': {'seed': seed}}
-        for part in reversed(config.seed_field.split(".")):
-          nested = {part: nested}
-        _merge(run, nested, "seed_field")
-      runs.append((name, seed, run))
-  return runs
-
-
-def shard_runs(runs: Sequence, *, process_index: int, process_count: int) -> list:
-  """The sub-runs this process trains: every `process_count`-th, from `process_index`."""
-  errors.check_positive("process_count", process_count)
-  if not 0 <= process_index < process_count:
-    raise errors.ConfigError(
-        f"config.process_index={process_index} must be in [0, {process_count}); "
-        "set it to this host's index or -1 for jax.process_index()")
-  return [r for i, r in enumerate(runs) if i % process_count == process_index]
-
 
 def run_dir(workdir: str, variant: str, seed: int) -> str:
   return os.path.join(workdir, variant, f"seed{seed}")
@@ -169,10 +98,25 @@ ANALYSIS_METRICS = ("norm_bucket_spearman", "norm_bucket_spearman_loo", "novelty
 
 
 def _train_missing(todo: list, workdir: str, train_fn: TrainFn, label: str = "") -> None:
-  """Trains each (arm, seed, config) in turn, one progress line per run."""
+  """Trains each (arm, seed, config) in turn, one progress line per run.
+
+  SIGTERM / SIGINT (`preemption.stop_on_signals`) stop the sub-run in progress at a step
+  boundary with its checkpoint saved, or, between sub-runs, before the next one starts:
+  `errors.Preempted` either way, and the stopped sub-run is neither finished nor failed
+  (no results.json or failed.json), so the same command resumes it.
+  """
+  with preemption.stop_on_signals():
+    _train_each(todo, workdir, train_fn, label)
+
+
+def _train_each(todo: list, workdir: str, train_fn: TrainFn, label: str) -> None:
   who = f"jnorm compare: {label + ': ' if label else ''}run"
   for i, (name, seed, run_config) in enumerate(todo, start=1):
     path = run_dir(workdir, name, seed)
+    if preemption.stop_requested():
+      raise errors.Preempted(
+          f"preempted ({preemption.stop_requested()}) before sub-run {name}/seed{seed} ({i - 1} "
+          f"of {len(todo)} trained here, kept); run the same command to resume")
     print(f"{who} {i}/{len(todo)}: {name}/seed{seed} -> {path}", flush=True)
     start = time.time()
     try:

@@ -15,7 +15,9 @@ and then pins every thread of its process to the k-th of N disjoint groups of th
 cores (`os.sched_setaffinity`, Linux). Their progress bars are off (each prints one
 line per sub-run). A worker that stops on an error ends with exit code 1 after one line
 naming the error; the others finish, finished sub-runs are kept, and the same command
-resumes.
+resumes. SIGTERM or SIGINT to the parent is passed on to the workers as SIGTERM; each
+stops at a step boundary with its sub-run's checkpoint saved (exit code 75), and the
+parent then raises `errors.Preempted`.
 
 Same numbers: XLA:CPU's float32 results depend on the size of its thread pool (the same
 run on a pool of 1 and of 2 threads ends at kNN 0.8189 and 0.8048), not on the cores the
@@ -25,7 +27,9 @@ between the sessions of one grid. Each run records the pool size as `xla_cpu_thr
 """
 
 import multiprocessing
+from multiprocessing import connection
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -35,6 +39,7 @@ import ml_collections
 from jnorm import caches
 from jnorm import cpu
 from jnorm import errors
+from jnorm.training import preemption
 
 
 def core_groups(cores: Sequence[int], workers: int) -> list[list[int]]:
@@ -89,6 +94,10 @@ def _worker(index: int, cores: list[int], todo: list, workdir: str, train_fn,
   todo = [(name, seed, without_progress_bars(cfg)) for name, seed, cfg in todo]
   try:
     train_missing(todo, workdir, train_fn, label=f"worker {index}")
+  except errors.Preempted as exc:  # its checkpoint is saved: not a failure
+    print(f"jnorm compare: worker {index}: {' '.join(str(exc).split())}",
+          file=sys.stderr, flush=True)
+    sys.exit(errors.EXIT_PREEMPTED)
   except errors.JnormError as exc:
     print(f"jnorm compare: worker {index}: error: {' '.join(str(exc).split())}",
           file=sys.stderr, flush=True)
@@ -118,18 +127,41 @@ def train_in_workers(todo: list, workdir: str, train_fn, *, workers: int,
            for k in range(workers) if todo[k::workers]]
   print(f"jnorm compare: {len(todo)} sub-runs in {len(procs)} workers, cores "
         + " | ".join(",".join(map(str, g)) for g in groups[:len(procs)]), flush=True)
-  for proc in procs:
-    proc.start()
-  try:
-    for proc in procs:
-      proc.join()
-  except BaseException:  # Ctrl-C: stop every worker; each resumes from its checkpoint
-    for proc in procs:
-      proc.terminate()
-    raise
-  stopped = [f"{p.name} (exit code {p.exitcode})" for p in procs if p.exitcode != 0]
+  with preemption.stop_on_signals():
+    _run_workers(procs)
+  signalled = (errors.EXIT_PREEMPTED, -signal.SIGTERM, -signal.SIGINT)
+  preempted = [p for p in procs if p.exitcode == errors.EXIT_PREEMPTED
+               or (preemption.stop_requested() and p.exitcode in signalled)]
+  stopped = [f"{p.name} (exit code {p.exitcode})" for p in procs
+             if p.exitcode != 0 and p not in preempted]
   if stopped:
     raise errors.WorkerError(
         f"{', '.join(stopped)} stopped before its sub-runs were done (its error is "
         "printed above); the finished sub-runs are kept: fix the cause and rerun the "
         "same command to train the rest")
+  if preempted:
+    raise errors.Preempted(
+        f"preempted: {', '.join(p.name for p in preempted)} stopped with their sub-runs' "
+        "checkpoints saved; the finished sub-runs are kept; run the same command to resume")
+
+
+def _run_workers(procs: list) -> None:
+  """Starts `procs` and waits for all of them. A SIGTERM or SIGINT to this process
+  (inside `preemption.stop_on_signals()`) is passed on to the workers as SIGTERM: each stops at
+  a step boundary with its checkpoint saved (exit code `errors.EXIT_PREEMPTED`)."""
+  for proc in procs:
+    proc.start()
+  try:
+    forwarded = False
+    while running := [p for p in procs if p.exitcode is None]:
+      if preemption.stop_requested() and not forwarded:
+        for proc in running:
+          proc.terminate()  # SIGTERM: the worker saves and stops; repeats are ignored
+        forwarded = True
+      connection.wait([p.sentinel for p in running], timeout=0.2)  # or a signal's turn
+  except BaseException:  # an error here: stop every worker; each resumes from its checkpoint
+    for proc in procs:
+      proc.terminate()
+    raise
+  for proc in procs:
+    proc.join()

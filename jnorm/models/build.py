@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import ml_collections
 
-from jnorm.errors import check_choice, check_positive
+from jnorm.errors import check_choice, check_int_tuple, check_positive
 from jnorm.models.heads import Predictor, Projector, SSLNet
 from jnorm.models.mlp import MLPBackbone
 from jnorm.models.resnet import STEMS, ResNet18, ResNet34, ResNet50, SmallResNet
@@ -51,12 +51,9 @@ def check_model_config(cfg: ml_collections.ConfigDict) -> None:
   check_choice("model.backbone", cfg.backbone, BACKBONES)
   check_choice("model.stem", cfg.stem, STEMS)
   check_choice("model.compute_dtype", cfg.compute_dtype, COMPUTE_DTYPES)
-  check_positive("model.projector_dims (count)", len(tuple(cfg.projector_dims)))
-  for d in cfg.projector_dims:
-    check_positive("model.projector_dims", d)
+  check_int_tuple("model.projector_dims", cfg.projector_dims, minimum=1, allow_empty=False)
   check_positive("model.predictor_hidden", cfg.predictor_hidden, allow_zero=True)
-  for w in cfg.mlp_features:
-    check_positive("model.mlp_features", w)
+  check_int_tuple("model.mlp_features", cfg.mlp_features, minimum=1, allow_empty=False)
 
 
 def build_ssl_net(cfg: ml_collections.ConfigDict, *, bn_axis_name: str | None = None) -> SSLNet:

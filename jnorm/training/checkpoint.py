@@ -15,6 +15,13 @@ Atomicity: orbax's CheckpointManager writes each step to a temporary directory a
 renames it into place only when complete, so a run killed mid-save (SIGKILL
 included) leaves no step directory that `latest_step()` would pick up.
 
+A write that fails on the disk (no space left, a read-only or unwritable directory;
+orbax wraps the OSError in its own exceptions) raises a one-line `errors.DiskError`
+naming the step directory and the fix; the failed save's temporary directory is never
+taken for a checkpoint, and the previous checkpoints are intact (orbax deletes old steps
+only after a save completes). orbax's own log records of the failure (with tracebacks)
+are dropped: the exception reaches the caller anyway (`_DropOrbaxThreadErrors`).
+
 A temporary directory left by a killed save is removed when the next writer opens the
 directory (`cleanup_tmp_directories`), and a save of the same step replaces it.
 
@@ -29,10 +36,12 @@ run in the middle of a checkpoint write.
 """
 
 import errno
+import logging
 import os
 import time
 from typing import Any, Optional
 
+from absl import logging as absl_logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -87,6 +96,21 @@ def _delay_saves(handler, delay_s: float):
   return handler
 
 
+class _DropOrbaxThreadErrors(logging.Filter):
+  """Drops orbax's log record of an exception in one of its writer threads. Our saves are
+  synchronous, so the same exception reaches `Checkpointer.save`'s caller (as a one-line
+  DiskError, or itself); the record would print its traceback too. After a failed save,
+  orbax's remaining writer threads fail the same way at exit; those records go too."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    from_orbax = f"{os.sep}orbax{os.sep}" in (record.pathname or "")
+    return not (from_orbax and record.levelno >= logging.ERROR
+                and "raised an exception" in record.getMessage())
+
+
+_DROP_THREAD_ERRORS = _DropOrbaxThreadErrors()
+
+
 class Checkpointer:
   """Saves and restores the train state under `<workdir>/checkpoints/<step>`.
 
@@ -119,6 +143,7 @@ class Checkpointer:
                 "meta": meta_handler}
     if not read_only:
       os.makedirs(self.directory, exist_ok=True)
+      absl_logging.get_absl_logger().addFilter(_DROP_THREAD_ERRORS)  # once: a set
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_handlers=handlers)
 
@@ -145,9 +170,15 @@ class Checkpointer:
     items = {f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
     meta = {"step": int(step), **describe(state_host),
             "metrics": json_files.to_json(dict(metrics or {}))}
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta)), force=True)
+      self._manager.wait_until_finished()
+    except Exception as exc:  # orbax wraps the OSError (or tensorstore's text of it)
+      error = errors.disk_error(exc, path=self.step_dir(step), what="the checkpoint")
+      if error is None:
+        raise
+      raise error from None
 
   def read_meta(self, step: int) -> dict:
     """The JSON metadata of checkpoint `step` (step, paths, shapes, dtypes, metrics)."""

@@ -117,6 +117,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   bounds live there only.
   """
   _check_fields(config, defaults())
+  errors.check_finite_floats(config)
+  if isinstance(config.seed, bool) or not isinstance(config.seed, int):
+    raise errors.ConfigError(f"config.seed={config.seed!r} must be an integer >= 0")
+  errors.check_positive("seed", config.seed, allow_zero=True)
   method = methods.get_method(config.method)
   errors.check_choice("negatives", config.negatives, methods.NEGATIVES)
   method.check_config(config)

@@ -17,6 +17,10 @@ the final loss from the checkpoint, so a run killed at any step (also after its 
 checkpoint, before results.json) and resumed ends bit-identical (on CPU) to an
 uninterrupted one, results included (but for timings and `resumed_from_step`).
 
+Preemption (`jnorm.training.preemption`): SIGTERM or SIGINT during a run finishes the
+step in progress, saves its checkpoint and raises `errors.Preempted` (exit code 75 from
+`python -m jnorm.main`); the same command resumes bit-identically.
+
 Non-finite values stop the run: every train metric of every step (loss, gradient and
 parameter norms, embedding norms, ...) and every evaluation number is checked; the first
 non-finite one raises `NonFiniteError` naming it and its step, before anything non-finite
@@ -45,6 +49,7 @@ from jnorm.training import config as train_config
 from jnorm.training import evaluation
 from jnorm.training import guards
 from jnorm.training import metrics as metrics_lib
+from jnorm.training import preemption
 from jnorm.training import step as ts
 
 def _maybe_init_distributed(config) -> None:
@@ -112,11 +117,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   guards.check_resumable(config, workdir, fresh)
   lock = ckpt_lib.acquire_lock(workdir) if primary else None
   try:
-    return _run(config, workdir, ds=ds, run=run, mesh=mesh, fresh=fresh, info=info,
-                primary=primary)
+    with preemption.stop_on_signals():
+      return _run(config, workdir, ds=ds, run=run, mesh=mesh, fresh=fresh, info=info,
+                  primary=primary)
   finally:
     if lock:
       ckpt_lib.release_lock(lock)
+
+
+@contextlib.contextmanager
+def _closing(thing):
+  """Closes `thing` on leaving; when an error is already on its way out, an error of the
+  close (a full disk fails the TensorBoard flush too) does not replace it."""
+  try:
+    yield thing
+  except BaseException:
+    try:
+      thing.close()
+    except Exception:  # pylint: disable=broad-except  # the first error is the one to report
+      pass
+    raise
+  thing.close()
 
 
 def _progress_bar(run, start_step: int, *, enabled: bool) -> tqdm.tqdm:
@@ -124,19 +145,27 @@ def _progress_bar(run, start_step: int, *, enabled: bool) -> tqdm.tqdm:
                    unit="step", dynamic_ncols=True)
 
 
+def _open_run(stack, config, workdir: str, *, fresh, info, primary: bool) -> tuple:
+  """(checkpointer, metrics writer, state host tree, its step, its saved metrics): the
+  run restored (or `fresh`), its config.json written, both closed by `stack`."""
+  checkpointer = stack.enter_context(_closing(ckpt_lib.Checkpointer(
+      workdir, max_to_keep=config.keep_checkpoints, primary=primary)))
+  state_host, start_step, saved_metrics = _restore_or_init(fresh, checkpointer,
+                                                           primary=primary)
+  if primary:
+    json_files.write_json_atomic(os.path.join(workdir, "config.json"),
+                                 train_config.to_saved(config, info))
+  writer = stack.enter_context(_closing(metrics_lib.MetricsWriter(
+      workdir, enabled=primary, resume_step=start_step if start_step else None)))
+  return checkpointer, writer, state_host, start_step, saved_metrics
+
+
 def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> dict:
   start_time = time.time()
   with contextlib.ExitStack() as stack:  # closes the checkpointer and writer
-    checkpointer = stack.enter_context(contextlib.closing(ckpt_lib.Checkpointer(
-        workdir, max_to_keep=config.keep_checkpoints, primary=primary)))
-    state_host, start_step, saved_metrics = _restore_or_init(fresh, checkpointer,
-                                                             primary=primary)
+    checkpointer, writer, state_host, start_step, saved_metrics = _open_run(
+        stack, config, workdir, fresh=fresh, info=info, primary=primary)
     last_saved = start_step if start_step else None
-    if primary:
-      json_files.write_json_atomic(os.path.join(workdir, "config.json"),
-                           train_config.to_saved(config, info))
-    writer = stack.enter_context(contextlib.closing(
-        metrics_lib.MetricsWriter(workdir, enabled=primary, resume_step=last_saved)))
     curve = _load_curve(workdir, start_step, run.steps_per_epoch)
     eval_epochs = evaluation.eval_epochs(run.num_epochs, config.eval)
     evaluator = evaluation.make_evaluator(run.eval_net.apply)
@@ -159,6 +188,7 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
                                  start_step=start_step)
     bar = _progress_bar(run, start_step, enabled=primary and config.progress_bar)
     tracker = guards.FiniteTracker(mesh, start_step + 1)
+    stop = preemption.StopSync()
     train_start, metrics, first_step_seconds = time.time(), saved_metrics, None
     try:
       for step in range(start_step, run.total_steps):
@@ -171,39 +201,56 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
         needs_eval = rest == 0 and epoch in eval_epochs and done < run.total_steps
         needs_save = done % config.checkpoint_every_steps == 0 or done == run.total_steps
         needs_log = done % config.log_every_steps == 0 or done == run.total_steps
-        if not (needs_log or needs_save or needs_eval):
+        needs_stop = stop.after_step(done)
+        if not (needs_log or needs_save or needs_eval or needs_stop):
           continue  # no host sync: the next step is dispatched while this one runs
         tracker.check(last_saved)  # every step so far, before anything is logged or saved
         metrics = {k: float(v) for k, v in ts.local_copy(device_metrics).items()}
         bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
         if needs_log:
           writer.write(done, metrics)
-        if needs_save or needs_eval:
+        if needs_save or needs_eval or needs_stop:
           state_host = ts.local_copy(state)
-        if needs_save:
+        if needs_save or needs_stop:
           checkpointer.save(done, state_host, metrics=metrics)
           last_saved = done
-        if needs_eval:
+        needs_stop = needs_stop or stop.now()  # e.g. a signal during this step's save
+        if needs_eval and not needs_stop:
           evaluate_now(state_host, epoch)
+          needs_stop = stop.now()  # a signal during the evaluation
+        if needs_stop:  # the resumed run repeats this step's evaluation, if it has one
+          if last_saved != done:
+            checkpointer.save(done, ts.local_copy(state), metrics=metrics)
+            last_saved = done
+          raise preemption.preempted_error(done, workdir, stop)
     except BaseException:
       bar.leave = False  # clear the bar, so that the error line stands alone
       bar.close()
       raise
     bar.close()
+    if stop.now():  # before the final evaluation: its checkpoint is saved
+      raise preemption.preempted_error(run.total_steps, workdir, stop)
     train_seconds = time.time() - train_start
     if start_step < run.total_steps:
       state_host = ts.local_copy(state)
     elif not metrics:  # resumed at the last step from a checkpoint without metrics
       metrics = _logged_metrics(workdir, run.total_steps)
     train_f, test_f = evaluate_now(state_host, run.num_epochs)
-    results = _results(config, run, ds, curve, metrics, start_step, train_seconds,
-                       time.time() - start_time, first_step_seconds)
-    if config.eval.linear_probe:
-      results["linear_probe_accuracy"] = evaluation.linear_probe(train_f, test_f, ds, config.eval,
-                                                       config.seed)
-    if primary:
-      json_files.save_results(workdir, results)
-    return results
+    timings = (train_seconds, time.time() - start_time, first_step_seconds)
+    return _finish(config, workdir, run, ds, curve, metrics, start_step, timings,
+                   features=(train_f, test_f), primary=primary)
+
+
+def _finish(config, workdir, run, ds, curve, metrics, start_step, timings, *, features,
+            primary: bool) -> dict:
+  """The run's results (with the linear probe, if asked), written by the primary."""
+  results = _results(config, run, ds, curve, metrics, start_step, *timings)
+  if config.eval.linear_probe:
+    results["linear_probe_accuracy"] = evaluation.linear_probe(*features, ds, config.eval,
+                                                               config.seed)
+  if primary:
+    json_files.save_results(workdir, results)
+  return results
 
 
 def _results(config, run, ds, curve, metrics, start_step, train_seconds, wall,

@@ -7,13 +7,18 @@ from steps after the checkpoint being resumed, and eval lines from its step on, 
 dropped: the resumed run logs them again (it repeats the evaluation at the checkpoint's
 step, which a kill may have cut short), so the file ends as an uninterrupted run's.
 Non-finite values are written as null (the convention of every JSON file jnorm writes).
+A line that cannot be written (a full or read-only disk) raises a one-line
+`errors.DiskError`; the lines before it stay.
 `read_metrics` is the one reader of the file.
 """
 
+import contextlib
 import json
 import math
 import os
 from typing import Mapping, Optional
+
+from jnorm import errors
 
 
 class MetricsWriter:
@@ -38,20 +43,41 @@ class MetricsWriter:
     values = {k: float(v) for k, v in scalars.items()}
     record = {"step": int(step), "kind": kind}
     record.update({k: (v if math.isfinite(v) else None) for k, v in values.items()})
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record, sort_keys=True) + "\n")
+    try:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+    except OSError as exc:  # the lines before stay; a cut line is skipped on resume
+      error = errors.disk_error(exc, path=self.path, what=f"the step-{step} line of")
+      if error is None:
+        raise
+      raise error from None
     if self._tb is not None:
       for k, v in values.items():
         self._tb.add_scalar(f"{kind}/{k}", v, int(step))
 
   def flush(self) -> None:
     if self._tb is not None:
-      self._tb.flush()
+      with self._tensorboard_writes():
+        self._tb.flush()
 
   def close(self) -> None:
     if self._tb is not None:
-      self._tb.close()
-      self._tb = None
+      tb, self._tb = self._tb, None
+      with self._tensorboard_writes():
+        tb.close()
+
+  @contextlib.contextmanager
+  def _tensorboard_writes(self):
+    """A disk fault of the TensorBoard event file (written on flush) as a DiskError."""
+    try:
+      yield
+    except OSError as exc:
+      error = errors.disk_error(exc, path=os.path.join(os.path.dirname(self.path),
+                                                       "tensorboard"),
+                                what="the TensorBoard events in")
+      if error is None:
+        raise
+      raise error from None
 
 
 def _truncate_after(path: str, step: Optional[int]) -> None:

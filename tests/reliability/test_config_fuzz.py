@@ -25,7 +25,7 @@ import ml_collections
 import pytest
 
 import reliability_util as ru
-from jnorm import main as jmain
+from jnorm import jobs
 from jnorm.training import config as train_config
 
 CONFIGS = ["default.py:smoke", "spherical.py:smoke", "simclr.py:smoke", "simsiam.py:smoke",
@@ -54,20 +54,24 @@ def _leaves(config, prefix=""):
 
 LEAVES = {}
 for _spec in CONFIGS:
-  _loaded = jmain.check_config_file(os.path.join(CONFIG_DIR, _spec))
+  _path, _, _arg = _spec.partition(":")
+  _loaded = jobs.load_config_file(os.path.join(CONFIG_DIR, _path), _arg)
   LEAVES[_spec] = sorted((name, value) for name, value in _leaves(_loaded)
                          if name not in NOT_FUZZED)
 
 
-def _values_for(value):
-  """Edge and invalid values (as command-line text) for a field whose default is `value`."""
+def _values_for(name, value):
+  """Edge and invalid values (as command-line text) for the field `name`, whose default
+  is `value`."""
   if isinstance(value, bool):
-    return st.sampled_from(["maybe", "2", "-1", "nan", "", "yes please"])
-  if isinstance(value, (int, float)):
-    return st.sampled_from(BAD_NUMBERS + BAD_TEXT[:4])
-  if isinstance(value, tuple):
-    return st.sampled_from(BAD_TUPLES + BAD_TEXT[:3])
-  return st.one_of(st.sampled_from(BAD_TEXT), st.text(max_size=12))
+    values = st.sampled_from(["maybe", "2", "-1", "nan", "", "yes please"])
+  elif isinstance(value, (int, float)):
+    values = st.sampled_from(BAD_NUMBERS + BAD_TEXT[:4])
+  elif isinstance(value, tuple):
+    values = st.sampled_from(BAD_TUPLES + BAD_TEXT[:3])
+  else:
+    values = st.one_of(st.sampled_from(BAD_TEXT), st.text(max_size=12))
+  return values
 
 
 @st.composite
@@ -76,7 +80,7 @@ def invocations(draw):
   spec = draw(st.sampled_from(CONFIGS))
   fields = draw(st.lists(st.sampled_from(LEAVES[spec]), min_size=1, max_size=3,
                          unique_by=lambda leaf: leaf[0]))
-  flags = [f"--config.{name}={draw(_values_for(value))}" for name, value in fields]
+  flags = [f"--config.{name}={draw(_values_for(name, value))}" for name, value in fields]
   return spec, flags
 
 
@@ -136,6 +140,23 @@ def test_fuzzed_overrides_fail_in_one_line_or_validate(invocation, capsys):
   _check(invocation, capsys)
 
 
+# One case of each class of bad value the fuzzing found passing validation (then failing
+# with a traceback, or never checked): each is now rejected in validation, in one line.
+FOUND = [["--config.data.train_classes=('a',)"], ["--config.model.projector_dims=((1,),)"],
+         ["--config.model.mlp_features=(1.5,)"], ["--config.norm.gradscale_power=nan"],
+         ["--config.loss.temperature=inf"], ["--config.seed=-1"]]
+
+
+@pytest.mark.parametrize("flags", FOUND, ids=[" ".join(f) for f in FOUND])
+def test_the_classes_the_fuzzing_found_are_rejected_in_validation(flags, tmp_path, capsys):
+  workdir = str(tmp_path / "w")
+  code, _, err = ru.in_process(
+      ["--config", os.path.join(CONFIG_DIR, "spherical.py:smoke"), "--workdir", workdir,
+       *flags], capsys)
+  ru.assert_one_line_error(code, err, 2, flags[0].split("=")[0].removeprefix("--"))
+  assert not os.path.exists(workdir)
+
+
 @pytest.mark.slow
 @settings(settings.get_profile("jnorm-fuzz-slow"))
 @given(invocation=invocations())
@@ -144,7 +165,7 @@ def test_many_fuzzed_overrides(invocation, capsys):
 
 
 # Valid edge overrides, trained for real (spherical smoke: 2 steps of an MLP).
-VALID = [["--config.seed=-1"], ["--config.log_every_steps=1000000"],
+VALID = [["--config.seed=123456789"], ["--config.log_every_steps=1000000"],
          ["--config.eval.knn_k=1", "--config.optim.warmup_epochs=0"],
          ["--config.num_epochs=1e-9"]]
 

@@ -14,6 +14,8 @@ import builtins
 import errno
 import json
 import os
+import subprocess
+import sys
 
 from etils.epath import backend as epath_backend
 import pytest
@@ -143,11 +145,14 @@ def test_results_file_of_a_fresh_run_fails_then_resumes(reference_run, tmp_path,
   path = os.path.join(workdir, "results.json")
   real_fsync, failed = os.fsync, []
 
+  curve = os.path.join(workdir, "knn_curve.json")
+
   def fsync_failing(fd):
-    if os.path.exists(os.path.join(workdir, "knn_curve.json")) and len(
-        ru.load_json_strict(os.path.join(workdir, "knn_curve.json"))) == 3:
-      failed.append(fd)  # the final evaluation is written: this is results.json
-      raise _fault(errno.ENOSPC, os.readlink(f"/proc/self/fd/{fd}"))
+    name = os.readlink(f"/proc/self/fd/{fd}")
+    if (os.path.dirname(name) == workdir and os.path.basename(name).startswith(".tmp-")
+        and os.path.exists(curve) and len(ru.load_json_strict(curve)) == 3):
+      failed.append(name)  # a JSON file after the final evaluation: results.json
+      raise _fault(errno.ENOSPC, name)
     return real_fsync(fd)
   with monkeypatch.context() as patch:
     patch.setattr(os, "fsync", fsync_failing)
@@ -158,6 +163,40 @@ def test_results_file_of_a_fresh_run_fails_then_resumes(reference_run, tmp_path,
   assert not [n for n in os.listdir(workdir) if n.startswith(".tmp-")]
   assert ru.complete_steps(workdir)[-1] == ru.TOTAL_STEPS
   _resume_and_compare(workdir, reference_run, capsys, ru.TOTAL_STEPS)
+
+
+# `python -c` of a CLI run whose save of checkpoint 5 finds the disk full (the fault
+# injected as in test_checkpoint_write_fails).
+_FULL_AT_SAVE_5 = """
+import builtins, errno, os, sys
+from etils.epath import backend
+real_open = builtins.open
+def open_failing(path, *args, **kwargs):
+  if os.path.basename(os.path.dirname(os.path.dirname(str(path)))).startswith(
+      "5.orbax-checkpoint-tmp"):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+  return real_open(path, *args, **kwargs)
+backend.open = open_failing
+from jnorm import main
+sys.exit(main.main(["jnorm", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.slow
+def test_checkpoint_write_fails_in_the_cli(reference_run, cli_env, tmp_path):
+  """As a user sees it: orbax's writer threads log the failure with a traceback through
+  absl, which the run must not print next to its one line."""
+  workdir = str(tmp_path / "run")
+  proc = subprocess.run([sys.executable, "-c", _FULL_AT_SAVE_5, *ru.tiny_args(workdir)],
+                        env=cli_env, cwd=ru.ROOT, capture_output=True, text=True,
+                        timeout=300, check=False)
+  _assert_disk_line(proc.returncode, proc.stderr, os.path.join(workdir, "checkpoints", "5"),
+                    errno.ENOSPC, "the checkpoint")
+  assert ru.complete_steps(workdir) == [2, 3, 4]
+  proc = ru.cli(ru.tiny_args(workdir), cli_env)
+  ru.require_success(proc, "the rerun")
+  assert "checkpoints/4 (step 4)" in proc.stdout
+  ru.assert_same_run(workdir, reference_run)
 
 
 class _OrbaxLike(Exception):
