@@ -17,6 +17,8 @@ import random
 import signal
 import time
 
+import pytest
+
 import reliability_util as ru
 
 SAVE_DELAY_S = 0.25
@@ -59,6 +61,7 @@ def _kill_at_random(proc, delay):
   return {"kind": "random", "after_s": round(delay, 2), "inside_save": False}
 
 
+@pytest.mark.slow
 def test_kills_anywhere_end_bit_identical(reference_run, cli_env, tmp_path):
   env = dict(cli_env, **{"JNORM_TEST_SAVE_DELAY_S": str(SAVE_DELAY_S)})
   workdir = str(tmp_path / "run")

@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+import pytest
+
 import reliability_util as ru
 
 
@@ -28,6 +30,7 @@ def _finish(procs, logs):
     assert proc.returncode == 0, _text(log)[-3000:]
 
 
+@pytest.mark.slow
 def test_two_processes_killed_mid_run_resume_bit_identical(cli_env, tmp_path):
   """The uninterrupted pair runs alongside the victim pair (the processes wait on each
   other's collectives much of the time, so overlapping the two saves wall time)."""
