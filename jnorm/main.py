@@ -6,7 +6,9 @@ passes `arg`, and `--config.field=value` overrides a field. `config.job` names t
 load, an unknown field, a wrong type, a missing flag, a workdir that cannot be created)
 are reported in one line, naming the problem and the fix, with exit code 2; other
 `jnorm.errors.JnormError`s (a corrupt checkpoint, a live run holding the workdir,
-non-finite values) in one line with exit code 1. Warnings that libraries log through
+non-finite values, a full disk) in one line with exit code 1. A training run stopped by
+SIGTERM or SIGINT saves its checkpoint, says so in one line and exits with code 75
+(`errors.EXIT_PREEMPTED`; the same command resumes it). Warnings that libraries log through
 absl (TFDS, orbax) are shown only with an explicit `--verbosity` (e.g. `--verbosity=0`).
 
 On a CPU backend the driver turns on jnorm's CPU tuning (`jnorm.cpu.enable()`) before

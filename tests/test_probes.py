@@ -203,6 +203,7 @@ def _small_ssl_net():
   return models.build_ssl_net(cfg)
 
 
+@pytest.mark.slow
 def test_reestimated_stats_match_each_batchnorm_input_of_an_ssl_net_in_train_mode():
   """Every BatchNorm of an SSLNet: the re-estimated statistics are the batch moments of
   that layer's input when the network runs in train mode (captured by interception)."""

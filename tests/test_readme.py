@@ -5,6 +5,8 @@ front door's (benchmarks/README.md and docs/findings.md too)."""
 import os
 import re
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,6 +28,7 @@ def test_the_two_commands_come_first_and_ci_runs_the_test_command():
   assert install_and_test in _read(".ci", "run"), install_and_test
 
 
+@pytest.mark.slow
 def test_the_library_example_runs():
   code = re.search(r"```python\n(.*?)```", _read("README.md"), re.S).group(1)
   namespace = {}

@@ -53,7 +53,7 @@ def check_model_config(cfg: ml_collections.ConfigDict) -> None:
   check_choice("model.compute_dtype", cfg.compute_dtype, COMPUTE_DTYPES)
   check_int_tuple("model.projector_dims", cfg.projector_dims, minimum=1, allow_empty=False)
   check_positive("model.predictor_hidden", cfg.predictor_hidden, allow_zero=True)
-  check_int_tuple("model.mlp_features", cfg.mlp_features, minimum=1, allow_empty=False)
+  check_int_tuple("model.mlp_features", cfg.mlp_features, minimum=1)  # () : no hidden layer
 
 
 def build_ssl_net(cfg: ml_collections.ConfigDict, *, bn_axis_name: str | None = None) -> SSLNet:
