@@ -78,6 +78,7 @@ def test_switch_sets_the_flag_before_the_first_computation_and_not_on_accelerato
   assert proc.stdout.split() == ["False", "None"]
 
 
+@pytest.mark.slow
 def test_flag_is_accepted_by_this_jaxlib_and_computes_the_same_function(tmp_path):
   """XLA aborts on an unknown flag; a convolution under the flag matches the default."""
   code = ("import sys, jax, jax.numpy as jnp, numpy as np, jnorm.cpu\n"

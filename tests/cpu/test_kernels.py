@@ -134,6 +134,7 @@ def test_conv_kernels_value_and_gradients_match_float64(case):
     np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * np.abs(b).max(), err_msg=name)
 
 
+@pytest.mark.slow
 def test_layers_the_kernels_do_not_take_run_xlas_convolution_bit_for_bit(x64, monkeypatch):
   # float64, Cout not a multiple of 16, and kernels above MAX_KERNEL_SIZE; under the
   # switch's flag (Eigen convolutions) XLA's own form is the fallback.
@@ -240,6 +241,7 @@ def test_build_is_cached_and_a_failed_build_leaves_nothing(tmp_path):
   assert list((tmp_path / "other").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_switch_swaps_the_layers_and_gradients_match_stock_flax():
   x = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
   net = models.SSLNet(backbone=models.SmallResNet(stem="cifar"),

@@ -75,6 +75,7 @@ def small_resnet_params():
   return {zero: init(zero)(jax.random.key(0), x)["params"] for zero in (True, False)}
 
 
+@pytest.mark.slow
 def test_small_resnet_runs_and_outputs_128_features():
   net = models.SSLNet(backbone=models.SmallResNet(),
                       projector=models.Projector(features=(128, 128)))
