@@ -241,6 +241,7 @@ def test_reestimated_stats_match_each_batchnorm_input_of_an_ssl_net_in_train_mod
     np.testing.assert_allclose(stats["var"], want_var, rtol=2e-4, atol=1e-5, err_msg=path)
 
 
+@pytest.mark.slow
 def test_one_batch_eval_mode_with_reestimated_stats_equals_train_mode():
   net = _small_ssl_net()
   x = np.random.default_rng(8).random([6, 8, 8, 1]).astype(np.float32)

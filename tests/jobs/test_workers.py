@@ -104,6 +104,7 @@ def test_workers_split_the_sub_runs_and_pin_each_to_its_cores(tmp_path, capfd):
     assert json.load(f)["missing"] == []
 
 
+@pytest.mark.slow
 def test_a_failing_worker_is_one_error_and_the_other_workers_sub_runs_are_kept(
     tmp_path, capfd):
   workdir = str(tmp_path)

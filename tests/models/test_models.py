@@ -86,6 +86,7 @@ def test_small_resnet_runs_and_outputs_128_features():
   assert "stage3_block1" in mutated["batch_stats"]["backbone"]
 
 
+@pytest.mark.slow
 def test_conv_init_is_kaiming_normal_fan_out(small_resnet_params):
   kernel = np.asarray(small_resnet_params[True]["stage3_block1"]["conv2"]["kernel"])
   assert kernel.shape == (3, 3, 128, 128)
@@ -97,6 +98,7 @@ def test_conv_init_is_kaiming_normal_fan_out(small_resnet_params):
   assert 0.0015 < beyond < 0.004
 
 
+@pytest.mark.slow
 def test_every_block_last_bn_scale_starts_at_zero(small_resnet_params):
   params = small_resnet_params[True]
   blocks = [k for k in params if k.startswith("stage")]

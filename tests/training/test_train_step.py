@@ -58,6 +58,7 @@ def test_every_method_trains_a_few_steps(method):
     assert "norm_predictor_v2_mean" in metrics
 
 
+@pytest.mark.slow
 def test_initialisation_at_optimisation_level_one_is_bit_identical():
   # create_train_state compiles the initialisers at LLVM level 1 on CPU (half the compile
   # time); the parameters must be XLA's default level's, bit for bit.

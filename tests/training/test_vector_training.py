@@ -4,6 +4,7 @@ data (`configs/spherical.py:smoke`)."""
 import os
 
 import numpy as np
+import pytest
 
 from jnorm import jobs
 from jnorm.training import loop
@@ -11,6 +12,7 @@ from jnorm.training import loop
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow
 def test_simclr_trains_on_spherical_vectors(tmp_path):
   config = jobs.load_config_file(os.path.join(_ROOT, "configs", "spherical.py"), "smoke")
   config.progress_bar = False
