@@ -161,3 +161,13 @@ def assert_same_run(got: str, want: str) -> None:
 def require_success(proc, what: str = "run") -> None:
   if proc.returncode != 0:
     pytest.fail(f"{what} failed ({proc.returncode}): {proc.stderr[-3000:]}")
+
+
+def start_pair(workdir: str, env: dict, logs: list) -> list:
+  """The tiny run as two processes (jax.distributed over gloo on localhost, a free
+  port), each logging to its file in `logs`; returns the two Popen objects."""
+  port = free_port()
+  args = tiny_args(workdir, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                   "--config.distributed.num_processes=2")
+  return [popen(args + [f"--config.distributed.process_id={i}"], env, log=logs[i])
+          for i in range(2)]

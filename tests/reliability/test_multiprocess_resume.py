@@ -11,14 +11,6 @@ import pytest
 import reliability_util as ru
 
 
-def _start_pair(workdir, env, logs):
-  port = ru.free_port()
-  args = ru.tiny_args(workdir, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-                      "--config.distributed.num_processes=2")
-  return [ru.popen(args + [f"--config.distributed.process_id={i}"], env, log=logs[i])
-          for i in range(2)]
-
-
 def _text(path):
   with open(path) as f:
     return f.read()
@@ -36,9 +28,9 @@ def test_two_processes_killed_mid_run_resume_bit_identical(cli_env, tmp_path):
   other's collectives much of the time, so overlapping the two saves wall time)."""
   reference, victim = str(tmp_path / "reference"), str(tmp_path / "victim")
   ref_logs = [str(tmp_path / f"ref{i}.log") for i in range(2)]
-  ref_procs = _start_pair(reference, cli_env, ref_logs)
+  ref_procs = ru.start_pair(reference, cli_env, ref_logs)
   logs = [str(tmp_path / f"victim{i}.log") for i in range(2)]
-  procs = _start_pair(victim, cli_env, logs)
+  procs = ru.start_pair(victim, cli_env, logs)
   deadline = time.time() + 300
   while not ru.complete_steps(victim) or ru.complete_steps(victim)[-1] < 3:
     assert all(p.poll() is None for p in procs), _text(logs[0])[-3000:]
@@ -53,7 +45,7 @@ def test_two_processes_killed_mid_run_resume_bit_identical(cli_env, tmp_path):
   assert not os.path.exists(os.path.join(victim, "results.json"))
 
   logs = [str(tmp_path / f"restart{i}.log") for i in range(2)]
-  _finish(_start_pair(victim, cli_env, logs), logs)
+  _finish(ru.start_pair(victim, cli_env, logs), logs)
   _finish(ref_procs, ref_logs)
   assert "num_devices: 2" in _text(ref_logs[0])
   assert f"(step {newest})" in _text(logs[0])

@@ -284,14 +284,6 @@ def test_sigterm_twice_inside_a_checkpoint_write(reference_run, cli_env, tmp_pat
   ru.assert_same_run(workdir, reference_run)
 
 
-def _start_pair(workdir, env, logs):
-  port = ru.free_port()
-  args = ru.tiny_args(workdir, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-                      "--config.distributed.num_processes=2")
-  return [ru.popen(args + [f"--config.distributed.process_id={i}"], env, log=logs[i])
-          for i in range(2)]
-
-
 @pytest.mark.slow
 def test_two_processes_sigterm_both_save_the_same_step(cli_env, tmp_path):
   """As a VM preemption does, SIGTERM to both processes of a two-process run: JAX's
@@ -299,10 +291,10 @@ def test_two_processes_sigterm_both_save_the_same_step(cli_env, tmp_path):
   the restarted pair ends bit-identical to an uninterrupted pair (run alongside)."""
   reference, victim = str(tmp_path / "reference"), str(tmp_path / "victim")
   ref_logs = [str(tmp_path / f"ref{i}.log") for i in range(2)]
-  ref_procs = _start_pair(reference, cli_env, ref_logs)
+  ref_procs = ru.start_pair(reference, cli_env, ref_logs)
   logs = [str(tmp_path / f"victim{i}.log") for i in range(2)]
   env = dict(cli_env, **{checkpoint.SAVE_DELAY_ENV: "0.5"})
-  procs = _start_pair(victim, env, logs)
+  procs = ru.start_pair(victim, env, logs)
   _wait_for(lambda: _train_lines(victim) >= 1, procs[0], logs[0], timeout=300)
   seconds = _stop_and_time(procs)
   print(f"SIGTERM to both exits: {seconds:.2f} s")
@@ -314,7 +306,7 @@ def test_two_processes_sigterm_both_save_the_same_step(cli_env, tmp_path):
   assert ru.complete_steps(victim)[-1] == steps[0] and not ru.temporary_steps(victim)
 
   logs = [str(tmp_path / f"restart{i}.log") for i in range(2)]
-  for proc, log in zip(_start_pair(victim, cli_env, logs), logs):
+  for proc, log in zip(ru.start_pair(victim, cli_env, logs), logs):
     proc.wait(timeout=400)
     assert proc.returncode == 0, _read(log)[-3000:]
   for proc, log in zip(ref_procs, ref_logs):
