@@ -12,7 +12,8 @@ SIGTERM or SIGINT saves its checkpoint, says so in one line and exits with code 
 absl (TFDS, orbax) are shown only with an explicit `--verbosity` (e.g. `--verbosity=0`).
 
 On a CPU backend the driver turns on jnorm's CPU tuning (`jnorm.cpu.enable()`) before
-the first computation, unless the config sets `cpu_tuning='off'`.
+the first computation, unless the config (or the training config it embeds, e.g. a
+comparison's `base`) sets `cpu_tuning='off'` (`cpu_tuning_of`).
 """
 
 import difflib
@@ -186,6 +187,19 @@ def _about(exc: OSError, workdir: str) -> bool:
           or workdir.startswith(name + os.sep))
 
 
+def cpu_tuning_of(config: ml_collections.ConfigDict) -> tuple:
+  """(field, value) of the `cpu_tuning` that governs the process: the config's own, or
+  that of the training config it embeds (a comparison's `base`, an analysis's `train`,
+  a comparison of analyses' `base.train`); 'auto' where none has one (simulations)."""
+  for path in ("", "base.", "train.", "base.train."):
+    node = config
+    for part in path.split(".")[:-1]:
+      node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+    if isinstance(node, ml_collections.ConfigDict) and "cpu_tuning" in node:
+      return f"{path}cpu_tuning", node.cpu_tuning
+  return "cpu_tuning", "auto"
+
+
 def _summary(results: dict) -> str:
   lines = []
   for key, value in results.items():
@@ -278,12 +292,12 @@ def _main(argv: list) -> int:
   config, workdir = config_flag.value, os.path.abspath(_WORKDIR.value)
   try:
     check_workdir(workdir)
+    field, tuning = cpu_tuning_of(config)
+    errors.check_choice(field, tuning, train_config.CPU_TUNINGS)
     job = config.get("job")
     if job in jobs.JOBS and job != "train":  # the train job creates it once checks pass
       os.makedirs(workdir, exist_ok=True)
     caches.enable_compilation_cache()
-    tuning = config.get("cpu_tuning", "auto")
-    errors.check_choice("cpu_tuning", tuning, train_config.CPU_TUNINGS)
     if tuning != "off":
       cpu.enable(conv=tuning)  # before the first computation; a no-op off CPU
     results = jobs.run_job(config, workdir)

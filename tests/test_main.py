@@ -62,3 +62,19 @@ def test_bad_config_argument_and_missing_file(config_file, tmp_path):
   result = _run("--config", str(tmp_path / "missing.py"), "--workdir", str(tmp_path / "w"))
   assert result.returncode == 2 and "missing.py" in result.stderr
   assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_cpu_tuning_of_a_config_or_of_the_training_config_it_embeds():
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from jnorm import main  # pylint: disable=import-outside-toplevel
+  from jnorm.training import config as train_config  # pylint: disable=import-outside-toplevel
+  train = train_config.defaults()
+  train.cpu_tuning = "off"
+  assert main.cpu_tuning_of(train) == ("cpu_tuning", "off")
+  comparison = ml_collections.ConfigDict({"job": "compare", "base": train})
+  assert main.cpu_tuning_of(comparison) == ("base.cpu_tuning", "off")
+  analyses = ml_collections.ConfigDict({"base": {"train": train}})
+  assert main.cpu_tuning_of(analyses) == ("base.train.cpu_tuning", "off")
+  assert main.cpu_tuning_of(ml_collections.ConfigDict({"job": "sim_gradscale"})) == (
+      "cpu_tuning", "auto")
+
