@@ -68,17 +68,16 @@ def build_ssl_net(cfg: ml_collections.ConfigDict, *, bn_axis_name: str | None = 
   The predictor, when `predictor_hidden > 0`, maps back to `projector_dims[-1]`.
   """
   dims = tuple(int(d) for d in cfg.projector_dims)
-  axis_name = bn_axis_name
   extra = {}
   if cfg.backbone == "mlp":
     extra["features"] = tuple(int(w) for w in cfg.mlp_features)
   backbone = BACKBONES[cfg.backbone](
       **extra, stem=cfg.stem, zero_init_residual=bool(cfg.zero_init_residual),
-      bn_axis_name=axis_name, dtype=COMPUTE_DTYPES[cfg.compute_dtype])
+      bn_axis_name=bn_axis_name, dtype=COMPUTE_DTYPES[cfg.compute_dtype])
   projector = Projector(features=dims, use_bn=bool(cfg.projector_bn),
-                        bn_axis_name=axis_name)
+                        bn_axis_name=bn_axis_name)
   predictor = None
   if cfg.predictor_hidden:
     predictor = Predictor(hidden=int(cfg.predictor_hidden), features=dims[-1],
-                          bn_axis_name=axis_name)
+                          bn_axis_name=bn_axis_name)
   return SSLNet(backbone=backbone, projector=projector, predictor=predictor)

@@ -247,11 +247,7 @@ def test_sigterm_from_outside_mid_run(reference_run, cli_env, tmp_path):
   assert seconds < GRACE_S
   step = _step_of(_logged_line(log), workdir, sig="SIGTERM")
   assert 1 <= step < ru.TOTAL_STEPS
-  assert ru.complete_steps(workdir)[-1] == step and not ru.temporary_steps(workdir)
-  proc = ru.cli(ru.tiny_args(workdir), cli_env)
-  ru.require_success(proc, "the rerun")
-  assert f"(step {step})" in proc.stdout
-  ru.assert_same_run(workdir, reference_run)
+  _saved_then_resumed_exactly(workdir, step, cli_env, reference_run)
 
 
 @pytest.mark.slow
@@ -277,10 +273,16 @@ def test_sigterm_twice_inside_a_checkpoint_write(reference_run, cli_env, tmp_pat
   # Python runs the handlers of signals pending together in signal-number order, so
   # the line may name SIGINT (2) though SIGTERM (15) was sent first.
   _step_of(_logged_line(log), workdir, step=target)
-  assert ru.complete_steps(workdir)[-1] == target and not ru.temporary_steps(workdir)
-  proc = ru.cli(ru.tiny_args(workdir), cli_env)
+  _saved_then_resumed_exactly(workdir, target, cli_env, reference_run)
+
+
+def _saved_then_resumed_exactly(workdir, step, env, reference_run):
+  """The stopped run's newest checkpoint is `step`, complete; the rerun resumes there
+  and ends bit-identical to the uninterrupted reference run."""
+  assert ru.complete_steps(workdir)[-1] == step and not ru.temporary_steps(workdir)
+  proc = ru.cli(ru.tiny_args(workdir), env)
   ru.require_success(proc, "the rerun")
-  assert f"(step {target})" in proc.stdout
+  assert f"(step {step})" in proc.stdout
   ru.assert_same_run(workdir, reference_run)
 
 
