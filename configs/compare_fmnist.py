@@ -92,6 +92,7 @@ def _confidence(*, smoke: bool):
   analysis = ml_collections.ConfigDict(common.analysis_base())
   analysis.train = base_config()
   analysis.novelty_holdout_classes = (8, 9)
+  analysis.ood.far_sets = ("digits", "uniform_noise")
   if smoke:
     analysis.train.num_epochs = 1 / 31
     analysis.train.data.train_per_class = 8

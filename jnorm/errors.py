@@ -129,6 +129,12 @@ def check_choice(field: str, value, choices) -> None:
         f"config.{field}={value!r} is not valid; use one of {sorted(choices)!r}")
 
 
+def check_int(field: str, value, *, minimum: int) -> None:
+  """Raises `ConfigError` unless `value` is an integer >= `minimum` (not a bool)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    raise ConfigError(f"config.{field}={value!r} must be an integer >= {minimum}")
+
+
 def check_int_tuple(field: str, values, *, minimum: int, allow_empty: bool = True) -> None:
   """Raises `ConfigError` unless `values` is a sequence of integers, each >= `minimum`
   (and, without `allow_empty`, at least one): widths, class labels."""

@@ -66,6 +66,18 @@ def norm_buckets(norms, *, num_buckets: int = 20) -> np.ndarray:
   return np.clip(np.floor(scaled).astype(np.int64), 0, num_buckets - 1)
 
 
+def quantile_buckets(norms, *, num_buckets: int = 10) -> np.ndarray:
+  """Bucket index [N] int in [0, num_buckets) of equal-count buckets by norm rank.
+
+  Bucket 0 holds the smallest norms; sizes differ by at most one (ties are split by
+  position). Unlike `norm_buckets`, no bucket is near-empty, so no minimum count is
+  needed to rank them.
+  """
+  norms = np.asarray(norms, np.float64)
+  ranks = np.argsort(np.argsort(norms, kind="stable"), kind="stable")
+  return (ranks * num_buckets // max(len(norms), 1)).astype(np.int64)
+
+
 def bucket_centres(num_buckets: int = 20) -> np.ndarray:
   """Centres [num_buckets] of the normalised-norm buckets: (b + 0.5) / num_buckets."""
   return (np.arange(num_buckets) + 0.5) / num_buckets

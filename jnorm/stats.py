@@ -105,6 +105,24 @@ def paired_difference(values: Sequence, baseline: Sequence, *, confidence: float
   return out
 
 
+def holm(p_values: Sequence) -> list:
+  """Holm's step-down adjusted p-values of a family of tests, in the input order.
+
+  The i-th smallest raw p (i from 0) becomes max over j <= i of min(1, (m - j) p_(j)),
+  m the number of tests; rejecting where the adjusted p is below α keeps the chance of
+  any false rejection in the family at most α. None entries (no test) stay None and
+  do not count in m.
+  """
+  idx = [i for i, p in enumerate(p_values) if p is not None]
+  m = len(idx)
+  out = [None] * len(p_values)
+  running = 0.0
+  for rank, i in enumerate(sorted(idx, key=lambda i: p_values[i])):
+    running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+    out[i] = running
+  return out
+
+
 def curve_auc(epochs: Sequence[float], values: Sequence[float]) -> Optional[float]:
   """Mean of a curve over its epoch span (trapezoid area / span): one number for
   'how high, how early'. None for fewer than two points or any missing value."""

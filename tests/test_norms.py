@@ -139,3 +139,16 @@ def test_frequency_swap_effect_by_hand():
   assert norms.frequency_swap_effect([3.0, 1.0, np.nan], counts, [2.0, 1.0, 2.5],
                                      swapped) == 1.0
   assert np.isnan(norms.frequency_swap_effect([1.0], [2], [1.0], [2]))
+
+
+def test_quantile_buckets_have_equal_counts_in_norm_order():
+  rng = np.random.default_rng(0)
+  values = rng.lognormal(size=103)
+  buckets = norms.quantile_buckets(values, num_buckets=10)
+  counts = np.bincount(buckets, minlength=10)
+  assert counts.max() - counts.min() <= 1 and counts.sum() == 103
+  order = np.argsort(values)
+  assert np.all(np.diff(buckets[order]) >= 0)  # larger norms never in a lower bucket
+  # A heavy tail that leaves min-max buckets near-empty still fills every quantile bucket.
+  tailed = np.concatenate([np.ones(99), [1000.0]])
+  assert np.bincount(norms.quantile_buckets(tailed, num_buckets=5)).tolist() == [20] * 5

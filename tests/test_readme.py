@@ -42,3 +42,22 @@ def test_the_docs_stay_within_their_length_and_carry_no_dates():
     text = _read(*path)
     assert len(text.splitlines()) <= most, (path, len(text.splitlines()))
     assert not re.search(r"\b20\d\d-\d\d-\d\d\b", text), path
+
+
+def _table_rows(markdown: str) -> list:
+  return [line for line in markdown.splitlines() if line.startswith("|")]
+
+
+def test_the_findings_tables_are_the_ones_the_raw_results_give():
+  """The Holm family table is docs/claims_family.py's output, and the OOD table the
+  confidence comparison's ood.md, verbatim: each recomputes from docs/findings_data."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      "claims_family", os.path.join(REPO, "docs", "claims_family.py"))
+  family = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(family)
+  findings = _read("docs", "findings.md")
+  for row in _table_rows(family.markdown(family.family())):
+    assert row in findings, row
+  for row in _table_rows(_read("docs", "findings_data", "fmnist_confidence", "ood.md")):
+    assert row in findings, row

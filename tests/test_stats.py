@@ -148,3 +148,17 @@ def test_epochs_to_threshold_interpolates_between_evaluations():
   assert stats.epochs_to_threshold([1, 2, 3], [0.2, 0.6, 0.1], 0.4) == pytest.approx(1.5)
   # No interpolation from a missing evaluation.
   assert stats.epochs_to_threshold([1, 2, 3], [0.2, None, 0.6], 0.4) == 3.0
+
+
+def test_holm_by_hand_and_its_properties():
+  # m = 4; sorted 0.01, 0.02, 0.03, 0.5 -> 0.04, max(0.04, 0.06), max(0.06, 0.06), 0.5.
+  assert stats.holm([0.03, 0.01, 0.5, 0.02]) == pytest.approx([0.06, 0.04, 0.5, 0.06])
+  assert stats.holm([0.4, None, 0.3]) == [pytest.approx(0.6), None, pytest.approx(0.6)]
+  assert stats.holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+  rng = np.random.default_rng(0)
+  raw = rng.uniform(size=25)
+  adjusted = np.asarray(stats.holm(list(raw)))
+  assert np.all(adjusted >= raw)  # never smaller than the raw p
+  order = np.argsort(raw)
+  assert np.all(np.diff(adjusted[order]) >= 0)  # monotone in the raw p
+  assert adjusted[order[0]] == pytest.approx(min(1, 25 * raw[order[0]]))  # Bonferroni first

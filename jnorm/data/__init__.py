@@ -19,6 +19,7 @@ from jnorm.data.dataset import ArraySplit
 from jnorm.data.dataset import class_counts
 from jnorm.data.dataset import Dataset
 from jnorm.data.dataset import long_tail_counts
+from jnorm.data.dataset import select_per_class
 from jnorm.data.dataset import SubsetSplit
 from jnorm.data.pipeline import epoch_permutation
 from jnorm.data.pipeline import eval_batches

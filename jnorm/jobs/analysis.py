@@ -16,7 +16,9 @@ classes in `config.novelty_holdout_classes` removed from its train split; a fini
 5. human confidence (`config.human_labels`): annotator agreement and label entropy per
    norm bucket (CIFAR-10N / 100N / 10H or a label file);
 6. norm trajectories over training from `<train_workdir>/metrics.jsonl`;
-7. density: Spearman rho of the test norms with the 10th-neighbour distance of the
+7. OOD scores (`jnorm.ood`: -‖z‖, kNN distance, Mahalanobis, CSI, max cosine) with
+   AUROC and FPR@95 for the held-out classes and `config.ood.far_sets`;
+8. density: Spearman rho of the test norms with the 10th-neighbour distance of the
    normalised test embeddings (`density_spearman`; negative: dense regions, large norms).
 
 It writes `results.json` and PNG figures in `workdir` and returns the headline numbers.
@@ -33,7 +35,7 @@ from jnorm import probes
 from jnorm import json_files
 from jnorm import norms as norm_lib
 from jnorm.data import human_labels
-from jnorm.data import sources
+from jnorm.jobs import novelty
 from jnorm.plots import analysis as plots
 from jnorm.plots.figures import save_figure
 from jnorm.training import loop
@@ -45,6 +47,9 @@ CLASS_FREQUENCY_MODES = ("auto", "on", "off")
 def _validate(config: ml_collections.ConfigDict) -> None:
   errors.check_positive("num_buckets", config.num_buckets)
   errors.check_positive("min_bucket_count", config.min_bucket_count)
+  errors.check_int("quantile_buckets", config.quantile_buckets, minimum=3)
+  errors.check_int("ood.k", config.ood.k, minimum=1)
+  errors.check_int("ood.max_examples", config.ood.max_examples, minimum=1)
   errors.check_positive("batch_size", config.batch_size)
   errors.check_positive("knn.k", config.knn.k)
   errors.check_positive("knn.temperature", config.knn.temperature)
@@ -86,20 +91,29 @@ def _nan_to_none(values) -> list:
   return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, float)]
 
 
+def _as_floats(values) -> np.ndarray:
+  return np.asarray([np.nan if v is None else v for v in values], np.float64)
+
+
 def _bucket_record(stats: dict) -> dict:
   return {"bucket_centre": stats["bucket_centre"].tolist(),
           "value": _nan_to_none(stats["value"]), "count": stats["count"].tolist(),
           "spearman": stats["spearman"]}
 
 
-def _bucket_stats(norms, per_sample, config) -> dict:
-  """Per-bucket mean of `per_sample` and its Spearman rho with the bucket centre."""
-  buckets = norm_lib.norm_buckets(norms, num_buckets=config.num_buckets)
-  value, count = norm_lib.bucket_mean(buckets, per_sample, num_buckets=config.num_buckets)
-  return {"bucket_centre": norm_lib.bucket_centres(config.num_buckets), "value": value,
-          "count": count,
-          "spearman": norm_lib.bucket_spearman(value, count,
-                                               min_count=config.min_bucket_count)}
+def _bucket_stats(norms, per_sample, config, *, quantile: bool = False) -> dict:
+  """Per-bucket mean of `per_sample` and its Spearman rho with the bucket order: the
+  paper's min-max-normalised buckets (buckets under `min_bucket_count` left out of rho),
+  or `quantile` buckets of equal counts."""
+  if quantile:
+    num = config.quantile_buckets
+    buckets, min_count = norm_lib.quantile_buckets(norms, num_buckets=num), 1
+  else:
+    num, min_count = config.num_buckets, config.min_bucket_count
+    buckets = norm_lib.norm_buckets(norms, num_buckets=num)
+  value, count = norm_lib.bucket_mean(buckets, per_sample, num_buckets=num)
+  return {"bucket_centre": norm_lib.bucket_centres(num), "value": value, "count": count,
+          "spearman": norm_lib.bucket_spearman(value, count, min_count=min_count)}
 
 
 def norm_bucket_section(train_emb, test_emb, seen_test, *, num_classes, config,
@@ -112,9 +126,13 @@ def norm_bucket_section(train_emb, test_emb, seen_test, *, num_classes, config,
     x_test, y_test = test_emb[head][seen_test], test_emb["label"][seen_test]
     loo = norm_lib.knn_correct(x_train, y_train, x_train, y_train, leave_one_out=True, **knn)
     test = norm_lib.knn_correct(x_train, y_train, x_test, y_test, **knn)
-    stats = {"loo_train": _bucket_stats(norm_lib.embedding_norms(x_train), loo, config),
-             "train_to_test": _bucket_stats(norm_lib.embedding_norms(x_test), test, config)}
+    norms_train, norms_test = norm_lib.embedding_norms(x_train), norm_lib.embedding_norms(x_test)
+    stats = {"loo_train": _bucket_stats(norms_train, loo, config),
+             "train_to_test": _bucket_stats(norms_test, test, config)}
+    quantile = {"loo_train": _bucket_stats(norms_train, loo, config, quantile=True),
+                "train_to_test": _bucket_stats(norms_test, test, config, quantile=True)}
     per_head[head] = {name: _bucket_record(s) for name, s in stats.items()}
+    per_head[head]["quantile"] = {name: _bucket_record(s) for name, s in quantile.items()}
     per_head[head]["knn_accuracy_loo_train"] = float(loo.mean())
     per_head[head]["knn_accuracy_test"] = float(test.mean())
     for name, s in stats.items():
@@ -123,42 +141,20 @@ def norm_bucket_section(train_emb, test_emb, seen_test, *, num_classes, config,
   fig = plots.plot_norm_buckets(curves, ylabel="kNN accuracy", min_count=config.min_bucket_count,
                                 title="kNN accuracy per embedding-norm bucket")
   save_figure(fig, workdir, "norm_buckets")
+  fig = plots.plot_norm_buckets(
+      {f"{head}, {name.replace('_', ' ')}": (np.asarray(r["bucket_centre"]),
+                                              _as_floats(r["value"]), r["count"])
+       for head in config.heads for name, r in per_head[head]["quantile"].items()},
+      ylabel="kNN accuracy", min_count=1, xlabel="norm quantile (bucket centre; 0 = smallest norms)",
+      title="kNN accuracy per equal-count norm bucket")
+  save_figure(fig, workdir, "norm_quantile_buckets")
+  q = primary["quantile"]["train_to_test"]["value"]
   return {"norm_bucket_spearman": primary["train_to_test"]["spearman"],
           "norm_bucket_spearman_loo": primary["loo_train"]["spearman"],
+          "norm_quantile_spearman": primary["quantile"]["train_to_test"]["spearman"],
+          "norm_quantile_spearman_loo": primary["quantile"]["loo_train"]["spearman"],
+          "norm_quantile_accuracy_lowest": q[0], "norm_quantile_accuracy_highest": q[-1],
           "norm_buckets": per_head}
-
-
-def novelty_section(train_emb, test_emb, seen_test, other_emb, *, config, workdir) -> dict:
-  """AUROC of -||z|| for novel classes, train vs test, and another dataset."""
-  per_head, out = {}, {}
-  for head in config.heads:
-    groups = {"train": norm_lib.embedding_norms(train_emb[head]),
-              "test (trained classes)": norm_lib.embedding_norms(test_emb[head][seen_test]),
-              "test (held-out classes)": norm_lib.embedding_norms(test_emb[head][~seen_test])}
-    if other_emb is not None:
-      groups[f"other: {config.novelty_other_dataset}"] = norm_lib.embedding_norms(
-          other_emb[head])
-    seen = groups["test (trained classes)"]
-    record = {"mean_norm": {k: (float(v.mean()) if v.size else None)
-                            for k, v in groups.items()},
-              "auroc_train_vs_test": norm_lib.novelty_auroc(groups["train"], seen)}
-    if groups["test (held-out classes)"].size:
-      record["auroc_heldout_classes"] = norm_lib.novelty_auroc(
-          seen, groups["test (held-out classes)"])
-    if other_emb is not None:
-      record["auroc_other_dataset"] = norm_lib.novelty_auroc(
-          seen, groups[f"other: {config.novelty_other_dataset}"])
-    per_head[head] = record
-    fig = plots.plot_norm_histograms(groups, title=f"{head} norms: seen vs novel",
-                                     xlabel=f"{head} embedding norm")
-    save_figure(fig, workdir, f"norm_histogram_{head}")
-  primary = per_head[config.primary_head]
-  out["novelty"] = per_head
-  if "auroc_heldout_classes" in primary:
-    out["novelty_auroc"] = primary["auroc_heldout_classes"]
-  if "auroc_other_dataset" in primary:
-    out["novelty_auroc_other_dataset"] = primary["auroc_other_dataset"]
-  return out
 
 
 def class_frequency_section(test_emb, class_counts, *, config, workdir) -> dict:
@@ -177,42 +173,6 @@ def class_frequency_section(test_emb, class_counts, *, config, workdir) -> dict:
           "class_norms": {"class_counts": counts.tolist(), "mean_norm": _nan_to_none(means)}}
 
 
-def _adapt_inputs(x: np.ndarray, input_shape) -> np.ndarray:
-  """Images [B, h, w, c] -> the model's [B, H, W, C] (resize; RGB <-> grey by mean / repeat)."""
-  if x.ndim != 4 or len(input_shape) != 3:
-    return x
-  height, width, channels = input_shape
-  if x.shape[-1] != channels:
-    x = x.mean(axis=-1, keepdims=True) if channels == 1 else np.repeat(
-        x[..., :1], channels, axis=-1)
-  if x.shape[1:3] != (height, width):
-    x = sources.resize_images(x.astype(np.float32), height)
-  return x.astype(np.float32)
-
-
-def _array_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int):
-  for start in range(0, len(inputs), batch_size):
-    yield {"input": inputs[start:start + batch_size], "label": labels[start:start + batch_size]}
-
-
-def other_dataset_embeddings(embed_fn, *, name, input_shape, data_dir, max_examples,
-                             batch_size) -> dict:
-  """Embeddings of (at most `max_examples` of) another dataset's test split."""
-  cfg = {"name": name, "data_dir": data_dir}
-  if len(input_shape) == 3:
-    cfg["image_size"] = int(input_shape[0])
-  other = data.load_dataset(cfg)
-  batches = []
-  for batch in data.eval_batches(other, split="test", batch_size=batch_size):
-    keep = np.asarray(batch["mask"], bool)
-    batches.append({"input": _adapt_inputs(np.asarray(batch["input"])[keep], input_shape),
-                    "label": np.asarray(batch["label"])[keep]})
-    if sum(len(b["label"]) for b in batches) >= max_examples:
-      break
-  emb = probes.compute_embeddings(embed_fn, batches)
-  return {k: v[:max_examples] for k, v in emb.items()}
-
-
 def human_confidence_section(embed_fn, split_embeddings, *, input_shape, num_classes,
                              config, workdir) -> dict:
   """Annotator agreement and label entropy per norm bucket (docs/paper.md §3.3)."""
@@ -220,9 +180,9 @@ def human_confidence_section(embed_fn, split_embeddings, *, input_shape, num_cla
   if cfg.name:
     labels = human_labels.load_tfds_human_labels(cfg.name, data_dir=cfg.data_dir,
                                                  limit=cfg.limit)
-    inputs = _adapt_inputs(labels.images.astype(np.float32) / 255.0, input_shape)
+    inputs = novelty.adapt_inputs(labels.images.astype(np.float32) / 255.0, input_shape)
     feats = probes.compute_embeddings(
-        embed_fn, _array_batches(inputs, labels.clean_label, config.batch_size))[head]
+        embed_fn, novelty.array_batches(inputs, labels.clean_label, config.batch_size))[head]
   else:
     labels = human_labels.load_label_file(cfg.path, num_classes=num_classes)
     emb = split_embeddings[cfg.split]
@@ -285,12 +245,15 @@ def analysis_job(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                      workdir=workdir))
   other = None
   if config.novelty_other_dataset:
-    other = other_dataset_embeddings(
+    other = novelty.other_dataset_embeddings(
         embed_fn, name=config.novelty_other_dataset, input_shape=ds.input_shape,
         data_dir=trained_config.data.get("data_dir"),
         max_examples=config.novelty_other_max_examples, batch_size=config.batch_size)
-  results.update(novelty_section(embs["train"], embs["test"], seen_test, other,
+  results.update(novelty.novelty_section(embs["train"], embs["test"], seen_test, other,
                                  config=config, workdir=workdir))
+  results.update(novelty.ood_section(embed_fn, embs["train"], embs["test"], seen_test,
+                             input_shape=ds.input_shape,
+                             data_dir=trained_config.data.get("data_dir"), config=config))
   long_tailed = bool(trained_config.data.get("long_tail_ratio"))
   if config.class_frequency == "on" or (config.class_frequency == "auto" and long_tailed):
     results.update(class_frequency_section(embs["test"], ds.info["class_counts"],

@@ -27,6 +27,10 @@ A comparison config (see `configs/compare_*.py`) holds:
   results as one process; default 1);
 - `aggregate_only`: train nothing, only tabulate the sub-runs that exist (the rest are
   listed as missing);
+- `grid_arms`, `grid_rates`: a learning-rate grid (variants `<arm>_lr<rate>`,
+  `jnorm.rate_grid`): rate_grid.md and knn_auc_vs_rate.png are added, with each arm's
+  score per rate, its paired difference to the first grid arm at the same rate and best
+  against best ('' = not a grid);
 - `frequency_swap`: 'arm,swapped_arm' (analysis sub-runs on long-tailed data whose class
   counts are reversed between the two arms) adds the class-frequency effect with class
   identity held fixed (`frequency_swap` in results.json; '' = none).
@@ -63,15 +67,19 @@ Metrics: `jnorm.tables`.
 import json
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import jax
 import ml_collections
 
 from jnorm import errors
 from jnorm import json_files as jio
+from jnorm import ood
+from jnorm import rate_grid
 from jnorm import tables
+from jnorm.plots import analysis as analysis_plots
 from jnorm.plots import compare as compare_plots
+from jnorm.plots.figures import save_figure
 from jnorm.jobs import analysis
 from jnorm.jobs import workers
 from jnorm.jobs.variants import (apply_overrides, parse_list, shard_runs,  # noqa: F401  (API)
@@ -93,7 +101,10 @@ def run_dir(workdir: str, variant: str, seed: int) -> str:
 # What a comparison runs per (arm, seed): a training run, or the analysis job (which
 # trains its own run first) for claims about trained embeddings.
 SUB_JOBS = {"train": loop.train_and_evaluate, "analysis": analysis.analysis_job}
-ANALYSIS_METRICS = ("norm_bucket_spearman", "norm_bucket_spearman_loo", "novelty_auroc",
+ANALYSIS_METRICS = ("norm_bucket_spearman", "norm_bucket_spearman_loo",
+                    "norm_quantile_spearman", "norm_quantile_spearman_loo",
+                    "norm_quantile_accuracy_lowest", "norm_quantile_accuracy_highest",
+                    "novelty_auroc",
                     "density_spearman", "class_norm_spearman", "knn_accuracy_test")
 
 
@@ -219,8 +230,36 @@ def write_report(config, workdir: str, runs: list) -> dict:
              "threshold": threshold, "summary": summary, "table_markdown": markdown,
              "curves": curves, "missing": missing, "failed": failed, "figures": figures,
              "frequency_swap": swap, **headline}
+  ood_runs = [r["ood"] for runs in per_arm.values() for r in runs.values() if r.get("ood")]
+  if ood_runs:
+    with open(os.path.join(workdir, "ood.md"), "w") as f:
+      f.write(f"# {title}: norms against standard OOD scores\n\n{ood.table_markdown(ood_runs)}")
+    auroc = {s: {k: [r[s][k]["auroc"] for r in ood_runs] for k in ood.SCORES}
+             for s in sorted(ood_runs[0], key=lambda s: (s != "near", s))}
+    save_figure(analysis_plots.plot_ood_auroc(auroc), workdir, "ood_auroc")
+  if parse_list(config.get("grid_rates", "")):
+    results["rate_grid"] = _rate_grid_report(config, workdir, per_arm, failed)
   jio.save_results(workdir, results)
   return headline
+
+
+def _rate_grid_report(config, workdir: str, per_arm: dict, failed: dict) -> dict:
+  """rate_grid.md and knn_auc_vs_rate.png (`jnorm.rate_grid`); returns its summary."""
+  seeds = parse_list(config.seeds, int)
+  grid = dict(arms=parse_list(config.grid_arms), rates=parse_list(config.grid_rates, float),
+              seeds=seeds)
+  table = rate_grid.score_table(per_arm, list(failed), **grid)
+  probe = (rate_grid.score_table(per_arm, list(failed), score=rate_grid.probe_score, **grid)
+           if config.base.eval.linear_probe else None)
+  num_classes = next((r["dataset"]["num_classes"] for runs in per_arm.values()
+                      for r in runs.values()), 10)
+  summary = rate_grid.summarize(table, seeds=seeds, baseline=parse_list(config.grid_arms)[0],
+                                num_classes=num_classes, probe=probe)
+  title = config.get("title", "") or "Rate grid"
+  with open(os.path.join(workdir, "rate_grid.md"), "w") as f:
+    f.write(rate_grid.markdown(summary, title=title))
+  summary["figure"] = compare_plots.plot_rate_grid(summary, workdir, title=title)
+  return summary
 
 
 def run_comparison(config: ml_collections.ConfigDict, workdir: str, *,
@@ -267,7 +306,8 @@ def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_va
                       threshold: float = 0.0, loss_threshold: float = 0.0,
                       sub_job: str = "train", seed_field: str = "seed",
                       frequency_swap_arms: str = "",
-                      to_baseline_final: bool = False) -> ml_collections.ConfigDict:
+                      to_baseline_final: bool = False, grid_arms: Sequence[str] = (),
+                      grid_rates: Sequence[float] = ()) -> ml_collections.ConfigDict:
   """A comparison config (module docstring) from its parts; configs/compare_*.py use it."""
   config = ml_collections.ConfigDict()
   config.job = "compare"
@@ -291,4 +331,6 @@ def comparison_config(*, base: ml_collections.ConfigDict, variants: dict, run_va
   config.workers = 1
   config.frequency_swap = frequency_swap_arms
   config.to_baseline_final = to_baseline_final
+  config.grid_arms = ",".join(grid_arms)
+  config.grid_rates = ",".join(f"{r:g}" for r in grid_rates)
   return config

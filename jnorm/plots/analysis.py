@@ -8,6 +8,7 @@ from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from jnorm import stats
 from jnorm.plots.figures import new_figure
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -15,7 +16,8 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 def plot_norm_buckets(curves: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndarray]], *,
                       ylabel: str = "kNN accuracy", title: str = "",
-                      min_count: int = 1, counts_of: Optional[str] = None):
+                      min_count: int = 1, counts_of: Optional[str] = None,
+                      xlabel: str = "normalised embedding norm (bucket centre)"):
   """Per-bucket value vs normalised embedding norm, one line per model / variant.
 
   Args:
@@ -26,6 +28,7 @@ def plot_norm_buckets(curves: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndar
     min_count: smallest bucket drawn.
     counts_of: label of the curve whose sample counts are drawn as grey bars on a
       second y axis (None: the first curve).
+    xlabel: what the bucket centres in [0, 1] are.
 
   Returns:
     The figure.
@@ -47,7 +50,7 @@ def plot_norm_buckets(curves: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndar
     shown = np.isfinite(values) & (np.asarray(counts) >= max(min_count, 1))
     ax.plot(np.asarray(centres)[shown], values[shown], marker=_MARKERS[i % len(_MARKERS)],
             label=label)
-  ax.set_xlabel("normalised embedding norm (bucket centre)")
+  ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_xlim(0.0, 1.0)
   ax.grid(alpha=0.3)
@@ -137,4 +140,27 @@ def plot_geometry(summary: Mapping, *, heads: Sequence[str]):
     twin.plot(steps, pr, "k:", label="participation ratio")
     twin.set_ylabel("participation ratio")
     ax.legend(loc="upper left", fontsize=8)
+  return fig
+
+
+def plot_ood_auroc(auroc: Mapping[str, Mapping[str, Sequence[float]]], *, title: str = ""):
+  """Grouped bars: per OOD set, each score's mean AUROC over seeds with its 95% t
+  interval, and chance (0.5) as a line. `auroc`: {set: {score: [AUROC per seed]}}."""
+  fig, ax = new_figure(figsize=(7.0, 4.0))
+  sets = list(auroc)
+  scores = list(dict.fromkeys(k for per in auroc.values() for k in per))
+  width = 0.8 / max(len(scores), 1)
+  for j, score in enumerate(scores):
+    m = [stats.mean_interval(auroc[s].get(score, [])) for s in sets]
+    mean = np.asarray([np.nan if x["mean"] is None else x["mean"] for x in m])
+    err = np.asarray([0.0 if x["lo"] is None else x["mean"] - x["lo"] for x in m])
+    ax.bar(np.arange(len(sets)) + (j - (len(scores) - 1) / 2) * width, mean, width,
+           yerr=err, capsize=2, label=score)
+  ax.axhline(0.5, color="0.3", linestyle="--", linewidth=1)
+  ax.set_xticks(np.arange(len(sets)), sets)
+  ax.set_ylim(0.0, 1.0)
+  ax.set_ylabel("AUROC (OOD vs ID; 0.5 = chance)")
+  ax.set_title(title or "OOD detection: mean AUROC over seeds, 95% interval")
+  ax.legend(fontsize="x-small", ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+  ax.grid(alpha=0.3, axis="y")
   return fig

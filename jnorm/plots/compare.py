@@ -53,3 +53,27 @@ def plot_curves(curves: dict, workdir: str, *, norm_key: str = "", title: str = 
           title=title or "embedding norm vs epoch (mean, 95% interval)")
   paths.append(save_figure(fig, workdir, "norm_vs_epoch"))
   return paths
+
+
+def plot_rate_grid(summary: dict, workdir: str, *, title: str = "") -> str:
+  """Writes knn_auc_vs_rate.png: per arm, the mean score (mean kNN over epochs) against
+  the learning rate (log scale) with its 95% band; diverged seeds marked with their
+  count at the bottom. `summary`: `jnorm.rate_grid.summarize`'s output."""
+  fig, ax = new_figure(figsize=(6, 4))
+  arms = list(dict.fromkeys(c["arm"] for c in summary["cells"]))
+  for arm in arms:
+    cells = sorted((c for c in summary["cells"] if c["arm"] == arm), key=lambda c: c["rate"])
+    rates = np.asarray([c["rate"] for c in cells])
+    mean = _as_array([c["mean"] for c in cells], 100.0)
+    lo, hi = _as_array([c["lo"] for c in cells], 100.0), _as_array([c["hi"] for c in cells], 100.0)
+    (line,) = ax.plot(rates, mean, marker="o", markersize=3, label=arm)
+    if np.isfinite(lo).any():
+      ax.fill_between(rates, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    for c in cells:
+      if c["diverged"]:
+        ax.annotate(f"{c['diverged']}x", (c["rate"], 0.02), xycoords=("data", "axes fraction"),
+                    color=line.get_color(), ha="center", fontsize=7)
+  ax.set_xscale("log")
+  _finish(ax, xlabel="peak learning rate", ylabel="mean kNN accuracy over epochs (%)",
+          title=title or "score vs learning rate (mean, 95% interval; Nx: N seeds diverged)")
+  return save_figure(fig, workdir, "knn_auc_vs_rate")

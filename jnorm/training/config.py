@@ -30,7 +30,11 @@ Fields (`defaults()` holds them all; configs/*.py start from it):
   eval.{every_epochs (0 = only powers of two / end), powers_of_two, knn_k,
     knn_temperature, batch_size, linear_probe, probe_epochs, probe_learning_rate,
     probe_batch_size, bn_stats 'recompute' (BatchNorm statistics re-estimated on the
-    train split for the current weights before every evaluation) | 'running'}.
+    train split for the current weights before every evaluation) | 'running',
+    bn_images and bank_images (train images for the re-estimation and the kNN bank: a
+    class-stratified subset, fixed for the run; 0 = the whole train split),
+    train_mode_norms 'every' | 'final' (the test split's norms in train mode at every
+    evaluation or at the last only)}.
   checkpoint_every_steps, keep_checkpoints, log_every_steps, progress_bar.
   cpu_tuning 'auto' | 'kernels' | 'xla' | 'gemm' | 'off': on a CPU backend
     `python -m jnorm.main` calls `jnorm.cpu.enable(conv=cpu_tuning)` unless 'off'
@@ -80,7 +84,8 @@ def defaults() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict({
       "every_epochs": 0, "powers_of_two": True, "knn_k": 200, "knn_temperature": 0.1,
       "batch_size": 512, "linear_probe": False, "probe_epochs": 100,
-      "probe_learning_rate": 1e-2, "probe_batch_size": 256, "bn_stats": "recompute"})
+      "probe_learning_rate": 1e-2, "probe_batch_size": 256, "bn_stats": "recompute",
+      "bn_images": 0, "bank_images": 0, "train_mode_norms": "every"})
   c.checkpoint_every_steps = 100
   c.keep_checkpoints = 3
   c.log_every_steps = 10
@@ -118,9 +123,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """
   _check_fields(config, defaults())
   errors.check_finite_floats(config)
-  if isinstance(config.seed, bool) or not isinstance(config.seed, int):
-    raise errors.ConfigError(f"config.seed={config.seed!r} must be an integer >= 0")
-  errors.check_positive("seed", config.seed, allow_zero=True)
+  errors.check_int("seed", config.seed, minimum=0)
   method = methods.get_method(config.method)
   errors.check_choice("negatives", config.negatives, methods.NEGATIVES)
   method.check_config(config)
@@ -147,6 +150,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     errors.check_positive(f"eval.{field}", e[field])
   errors.check_positive("eval.every_epochs", e.every_epochs, allow_zero=True)
   errors.check_choice("eval.bn_stats", e.bn_stats, ("recompute", "running"))
+  for field in ("bn_images", "bank_images"):
+    errors.check_int(f"eval.{field}", e[field], minimum=0)
+  errors.check_choice("eval.train_mode_norms", e.train_mode_norms, ("every", "final"))
   for field in ("checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
     errors.check_positive(field, config[field])
   errors.check_choice("cpu_tuning", config.cpu_tuning, CPU_TUNINGS)

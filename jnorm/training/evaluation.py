@@ -1,7 +1,12 @@
 """Evaluation during and after training: kNN accuracy on backbone features, mean norms
 in eval and train mode, and the linear probe, with BatchNorm statistics re-estimated on
-the train split for the current weights (`config.eval.bn_stats`, docs/paper.md §6.1)."""
+the train split for the current weights (`config.eval.bn_stats`, docs/paper.md §6.1).
 
+The re-estimation and the kNN bank may each use a class-stratified subset of the train
+split (`eval.bn_images`, `eval.bank_images`; benchmarks/eval_protocol.py measures how
+small they can be for the same kNN accuracy)."""
+
+import dataclasses
 from typing import Callable, NamedTuple
 
 import jax
@@ -31,6 +36,27 @@ def make_evaluator(apply_fn: Callable) -> Evaluator:
                    moments=probes.make_batch_moments_fn(apply_fn))
 
 
+def stratified_subset(labels: np.ndarray, n: int, *, num_classes: int) -> np.ndarray:
+  """Sorted indices of `n` examples, each class's share proportional to its count
+  (largest remainders), the members of a class drawn in a fixed seeded order; all of
+  them when `n` is 0 or at least len(labels)."""
+  if n <= 0 or n >= len(labels):
+    return np.arange(len(labels))
+  counts = np.bincount(labels, minlength=num_classes)
+  quota = n * counts / counts.sum()
+  take = np.floor(quota).astype(int)
+  take[np.argsort(take - quota, kind="stable")[:n - take.sum()]] += 1
+  return data.select_per_class(labels, take, seed=0)
+
+
+def train_subset(ds, n: int):
+  """`ds` with its train split cut to `stratified_subset(..., n)` (itself when n is 0)."""
+  idx = stratified_subset(ds.train.labels, n, num_classes=ds.num_classes)
+  if len(idx) == len(ds.train):
+    return ds
+  return dataclasses.replace(ds, train=data.SubsetSplit(ds.train, idx))
+
+
 def eval_variables(evaluator: Evaluator, state_host, ds, ecfg) -> dict:
   """The variables an evaluation uses: the parameters with BatchNorm statistics
   re-estimated on the (un-augmented) train split for these weights
@@ -39,30 +65,42 @@ def eval_variables(evaluator: Evaluator, state_host, ds, ecfg) -> dict:
   if ecfg.bn_stats == "running" or not jax.tree.leaves(state_host.batch_stats):
     return variables
   stats = probes.reestimate_batch_stats(
-      None, variables, split_batches(ds, "train", ecfg.batch_size), moments_fn=evaluator.moments)
+      None, variables, split_batches(train_subset(ds, ecfg.bn_images), "train", ecfg.batch_size),
+      moments_fn=evaluator.moments)
   return {"params": state_host.params, "batch_stats": stats}
 
 
-def evaluate_state(evaluator: Evaluator, state_host, ds, ecfg, *, epoch: float):
-  """kNN accuracy (backbone features, train bank, test queries), mean norms of the test
-  split in eval mode and in train mode (batch statistics) and the collapse monitor
-  `norms.normalized_std` per head; returns (record, train, test)."""
+def evaluate_state(evaluator: Evaluator, state_host, ds, ecfg, *, epoch: float,
+                   final: bool = True):
+  """kNN accuracy (backbone features, a bank of `ecfg.bank_images` train images, test
+  queries), mean norms of the test split in eval mode and, at every evaluation or only
+  the `final` one (`ecfg.train_mode_norms`), in train mode (batch statistics), and the
+  collapse monitor `norms.normalized_std` per head; returns (record, train, test): the
+  features of the bank (of the whole train split in a `final` evaluation with the linear
+  probe on) and of the test split."""
   variables = eval_variables(evaluator, state_host, ds, ecfg)
-  feats = {}
-  for name, split, fn in (("train", "train", evaluator.embed), ("test", "test", evaluator.embed),
-                          ("test_train_mode", "test", evaluator.embed_train_mode)):
-    feats[name] = probes.extract_features(None, variables, split_batches(ds, split, ecfg.batch_size),
-                                            embed_fn=fn)
+  bank = stratified_subset(ds.train.labels, ecfg.bank_images, num_classes=ds.num_classes)
+  whole = final and ecfg.linear_probe  # the probe trains on the whole train split
+  passes = [("train", ds if whole else train_subset(ds, ecfg.bank_images), "train", evaluator.embed),
+            ("test", ds, "test", evaluator.embed)]
+  if final or ecfg.train_mode_norms == "every":
+    passes.append(("test_train_mode", ds, "test", evaluator.embed_train_mode))
+  feats = {name: probes.extract_features(None, variables,
+                                         split_batches(source, split, ecfg.batch_size),
+                                         embed_fn=fn)
+           for name, source, split, fn in passes}
   train, test = feats["train"], feats["test"]
-  knn = probes.knn_accuracy(train["backbone"], train["label"], test["backbone"],
+  rows = bank if whole else slice(None)
+  knn = probes.knn_accuracy(train["backbone"][rows], train["label"][rows], test["backbone"],
                               test["label"], num_classes=ds.num_classes,
                               k=ecfg.knn_k, temperature=ecfg.knn_temperature)
   record = {"epoch": epoch, "knn_accuracy": knn}
   for head in ("backbone", "projector", "predictor"):
     if head in test:
       record[f"{head}_norm_mean"] = float(np.linalg.norm(test[head], axis=-1).mean())
-      record[f"{head}_norm_mean_train_mode"] = float(
-          np.linalg.norm(feats["test_train_mode"][head], axis=-1).mean())
+      if "test_train_mode" in feats:
+        record[f"{head}_norm_mean_train_mode"] = float(
+            np.linalg.norm(feats["test_train_mode"][head], axis=-1).mean())
       record[f"{head}_normalized_std"] = norms.normalized_std(test[head])
   return record, train, test
 

@@ -172,7 +172,8 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
 
     def evaluate_now(state_host, epoch):
       step = round(epoch * run.steps_per_epoch)
-      record, train_f, test_f = evaluation.evaluate_state(evaluator, state_host, ds, config.eval, epoch=epoch)
+      record, train_f, test_f = evaluation.evaluate_state(
+          evaluator, state_host, ds, config.eval, epoch=epoch, final=step == run.total_steps)
       guards.check_finite_eval(record, step, last_saved)
       curve.append(record)
       writer.write(step, record, kind="eval")

@@ -230,7 +230,8 @@ _CONFIGS = [("compare_reference.py", a) for a in (None, "digits", "digits16", "s
     ("compare_investigation.py", a) for a in ("lr_cut", "gradscale", "attraction",
                                               "long_tail")] + [
     ("compare_fmnist.py", a) for a in (None, "scale", "wd", "recipe", "smoke")] + [
-    ("compare_fmnist_siamese.py", a) for a in ("simsiam", "byol", "simsiam,smoke")]
+    ("compare_fmnist_siamese.py", a) for a in ("simsiam", "byol", "simsiam,smoke")] + [
+    ("rate_grid.py", a) for a in ("simclr", "simsiam", "byol", "byol,smoke")]
 
 
 @pytest.mark.parametrize("filename,arg", _CONFIGS)

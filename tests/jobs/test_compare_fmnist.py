@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jnorm import jobs
+from jnorm import ood
 
 pytestmark = [pytest.mark.fashion_mnist, pytest.mark.slow]
 
@@ -49,6 +50,19 @@ def test_confidence_comparison_reports_the_analysis_numbers_per_seed(tmp_path):
     assert res["summary"]["simclr"][key]["mean"] == pytest.approx(sub[key]), key
   with open(os.path.join(workdir, "comparison.md")) as f:
     assert "novelty_auroc" in f.read()
+  # Norms next to standard OOD scores: near (held-out classes) and two far sets.
+  assert set(sub["ood"]) == {"near", "digits", "uniform_noise"}
+  for per_score in sub["ood"].values():
+    assert set(per_score) == set(ood.SCORES)
+    assert all(0 <= m["auroc"] <= 1 and 0 <= m["fpr95"] <= 1 for m in per_score.values())
+  assert sub["ood_auroc_near_neg_norm_projector"] == sub["ood"]["near"]["neg_norm_projector"]["auroc"]
+  with open(os.path.join(workdir, "ood.md")) as f:
+    assert "| csi | " in f.read()
+  assert os.path.getsize(os.path.join(workdir, "ood_auroc.png")) > 1000
+  # Equal-count norm buckets: the quantile Spearman and each bucket's accuracy.
+  quantile = sub["norm_buckets"]["projector"]["quantile"]["train_to_test"]
+  assert len(quantile["value"]) == 10 and quantile["value"][0] == sub[
+      "norm_quantile_accuracy_lowest"]
 
 
 def test_long_tail_comparison_reverses_the_counts_and_reports_the_swap_effect(tmp_path):

@@ -109,3 +109,32 @@ def test_recompute_and_running_differ_after_one_epoch_and_agree_once_converged(t
   converged = _measure(evaluator, ds, variables)
   assert abs(converged[0] - recomputed[0]) <= 0.01, (recomputed, converged)
   assert converged[1] == pytest.approx(recomputed[1], rel=0.03), (recomputed, converged)
+
+
+def test_an_evaluation_on_train_subsets_uses_them_for_the_statistics_and_the_bank(trained):
+  config, ds, run, state, _ = trained
+  evaluator = evaluation.make_evaluator(run.eval_net.apply)
+  ecfg = config.eval.copy_and_resolve_references()
+  ecfg.bn_images, ecfg.bank_images, ecfg.train_mode_norms = 128, 300, "final"
+  record, bank, _ = evaluation.evaluate_state(evaluator, state, ds, ecfg, epoch=1.0,
+                                              final=False)
+  variables = evaluation.eval_variables(evaluator, state, evaluation.train_subset(ds, 128),
+                                        _with(ecfg, bn_images=0))
+  knn, norm = _measure(evaluator, evaluation.train_subset(ds, 300), variables)
+  assert len(bank["label"]) == 300
+  assert record["knn_accuracy"] == pytest.approx(knn, abs=1e-9)
+  assert record["projector_norm_mean"] == pytest.approx(norm, rel=1e-5)
+  assert not any(k.endswith("_train_mode") for k in record)  # only the final evaluation
+  # The final evaluation with the probe: the whole train split comes back, the kNN
+  # still uses the 300-image bank, and the train-mode norms are there.
+  ecfg.linear_probe = True
+  final, whole, _ = evaluation.evaluate_state(evaluator, state, ds, ecfg, epoch=1.0)
+  assert len(whole["label"]) == len(ds.train)
+  assert final["knn_accuracy"] == pytest.approx(knn, abs=1e-9)
+  assert final["projector_norm_mean_train_mode"] > 0
+
+
+def _with(ecfg, **fields):
+  out = ecfg.copy_and_resolve_references()
+  out.update(fields)
+  return out
