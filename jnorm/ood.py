@@ -107,7 +107,7 @@ def uniform_noise_images(num: int, shape, *, seed: int = 0) -> np.ndarray:
 
 
 def _cell(values) -> str:
-  m = stats.mean_interval(values)
+  m = stats.mean_interval(values, bounds=(0.0, 1.0))  # both metrics are fractions
   if m["lo"] is None:
     return "n/a" if m["mean"] is None else f"{m['mean']:.3f}"
   return f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
