@@ -12,12 +12,13 @@ with `--config.aggregate_only=True` to rebuild its tables from the raw runs.
 Setting: the Fashion-MNIST bases of configs/compare_fmnist.py (SimCLR) and
 configs/compare_fmnist_siamese.py (SimSiam, BYOL), trained for 4 epochs instead of 8
 (1 warm-up epoch, then cosine), kNN after every epoch with the evaluation protocol of
-the bases, and the linear probe on the final weights. Five peak learning rates, 3x apart, centred on this batch size's equivalent
-of the reference's effective rate (its configured rate squared, linearly scaled to
-batch 128): SimCLR 0.6² x 128/256 = 0.18, so 0.02, 0.06, 0.18, 0.54, 1.62; SimSiam and
-BYOL 0.2² x 128/1024 = 0.005, so 0.005, 0.015, 0.045, 0.135, 0.405 (the bases run at
-0.1 and 0.05). Arms: SimCLR `default`, `cut3_all`, `cut3_last`, `gradscale1`; SimSiam
-and BYOL `default`, `cut3_all`, `gradscale1` (configs/compare_fmnist.py's arms).
+the bases, and the linear probe on the final weights. Five peak learning rates, 3x
+apart, placed by this batch size's equivalent of the reference's effective rate (its
+configured rate squared, linearly scaled to batch 128): SimCLR 0.6² x 128/256 = 0.18,
+the centre of 0.02, 0.06, 0.18, 0.54, 1.62; SimSiam and BYOL 0.2² x 128/1024 = 0.005,
+the lowest of 0.005, 0.015, 0.045, 0.135, 0.405 (the bases run at 0.1 and 0.05).
+Arms: SimCLR `default`, `cut3_all`, `cut3_last`, `gradscale1`; SimSiam and BYOL
+`default`, `cut3_all`, `gradscale1` (configs/compare_fmnist.py's arms).
 Seeds 0-4, paired across every arm and rate.
 
 Produces, besides the compare job's tables (jnorm/jobs/compare.py; one sub-run per
