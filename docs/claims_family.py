@@ -18,50 +18,52 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "docs", "findings_data")
 
+def _knn(claim: str, folder: str, arm: str, reference: str = "default") -> tuple:
+  """A mean-kNN comparison, shown in points."""
+  return (claim, folder, arm, reference, "knn_auc", 100)
+
+
+def _best(method: str, arm: str, name: str) -> tuple:
+  """A rate grid's best-against-best comparison to `default`, shown in points."""
+  return (f"{method} {name}, best rate vs best rate", f"rate_grid_{method.lower()}", arm,
+          "default", "best", 100)
+
+
 # (claim, folder, arm, reference arm, metric, scale of the shown effect)
 FAMILY = (
-    ("SimCLR cut3_all, Fashion-MNIST", "fmnist_simclr", "cut3_all", "default", "knn_auc", 100),
-    ("SimCLR cut3_all, digits", "digits16_simclr", "cut3_all", "default", "knn_auc", 100),
-    ("SimCLR cut3_last, Fashion-MNIST", "fmnist_simclr", "cut3_last", "default", "knn_auc", 100),
-    ("SimCLR cut3_last, digits", "digits16_simclr", "cut3_last", "default", "knn_auc", 100),
+    _knn("SimCLR cut3_all, Fashion-MNIST", "fmnist_simclr", "cut3_all"),
+    _knn("SimCLR cut3_all, digits", "digits16_simclr", "cut3_all"),
+    _knn("SimCLR cut3_last, Fashion-MNIST", "fmnist_simclr", "cut3_last"),
+    _knn("SimCLR cut3_last, digits", "digits16_simclr", "cut3_last"),
     ("SimCLR initial scale x 1/9, steps to loss 3.9", "fmnist_scale", "last_x1_9", "last_x1",
      "steps_to_loss_3.9", 1),
-    ("SimCLR GradScale p 1", "fmnist_simclr", "gradscale1", "default", "knn_auc", 100),
-    ("SimCLR GradScale p 1, compensated rate", "fmnist_simclr", "gradscale1_comp", "default",
-     "knn_auc", 100),
-    ("SimCLR GradScale p 1, digits", "digits16_simclr", "gradscale1", "default", "knn_auc", 100),
-    ("SimCLR GradScale p 2, compensated rate", "fmnist_simclr", "gradscale2_comp", "default",
-     "knn_auc", 100),
-    ("SimSiam cut3_all", "fmnist_simsiam", "cut3_all", "default", "knn_auc", 100),
-    ("SimSiam cut9_all", "fmnist_simsiam", "cut9_all", "default", "knn_auc", 100),
-    ("SimSiam 3x rate", "fmnist_simsiam", "lr0p15", "default", "knn_auc", 100),
-    ("SimSiam cut3_all vs 3x rate", "fmnist_simsiam", "cut3_all", "lr0p15", "knn_auc", 100),
-    ("SimSiam GradScale p 1", "fmnist_simsiam", "gradscale1", "default", "knn_auc", 100),
-    ("SimSiam GradScale p 1 vs 3x rate", "fmnist_simsiam", "gradscale1", "lr0p15", "knn_auc", 100),
-    ("BYOL cut3_all", "fmnist_byol", "cut3_all", "default", "knn_auc", 100),
-    ("BYOL cut9_all", "fmnist_byol", "cut9_all", "default", "knn_auc", 100),
-    ("BYOL GradScale p 1", "fmnist_byol", "gradscale1", "default", "knn_auc", 100),
+    _knn("SimCLR GradScale p 1", "fmnist_simclr", "gradscale1"),
+    _knn("SimCLR GradScale p 1, compensated rate", "fmnist_simclr", "gradscale1_comp"),
+    _knn("SimCLR GradScale p 1, digits", "digits16_simclr", "gradscale1"),
+    _knn("SimCLR GradScale p 2, compensated rate", "fmnist_simclr", "gradscale2_comp"),
+    _knn("SimSiam cut3_all", "fmnist_simsiam", "cut3_all"),
+    _knn("SimSiam cut9_all", "fmnist_simsiam", "cut9_all"),
+    _knn("SimSiam 3x rate", "fmnist_simsiam", "lr0p15"),
+    _knn("SimSiam cut3_all vs 3x rate", "fmnist_simsiam", "cut3_all", "lr0p15"),
+    _knn("SimSiam GradScale p 1", "fmnist_simsiam", "gradscale1"),
+    _knn("SimSiam GradScale p 1 vs 3x rate", "fmnist_simsiam", "gradscale1", "lr0p15"),
+    _knn("BYOL cut3_all", "fmnist_byol", "cut3_all"),
+    _knn("BYOL cut9_all", "fmnist_byol", "cut9_all"),
+    _knn("BYOL GradScale p 1", "fmnist_byol", "gradscale1"),
     ("weight decay 5e-3, final norm", "fmnist_wd", "wd5e-3", "default", "embedding_norm_mean", 1),
     ("weight decay 5e-4, final norm", "fmnist_wd", "wd5e-4", "default", "embedding_norm_mean", 1),
-    ("weight decay 5e-3, mean kNN", "fmnist_wd", "wd5e-3", "default", "knn_auc", 100),
-    ("weight decay 5e-4, mean kNN", "fmnist_wd", "wd5e-4", "default", "knn_auc", 100),
+    _knn("weight decay 5e-3, mean kNN", "fmnist_wd", "wd5e-3"),
+    _knn("weight decay 5e-4, mean kNN", "fmnist_wd", "wd5e-4"),
     ("norm-aware recipe, epochs to the default's final", "fmnist_recipe", "recipe", "default",
      "epochs_to_baseline_final", 1),
-    ("norm-aware recipe, mean kNN", "fmnist_recipe", "recipe", "default", "knn_auc", 100),
-    ("SimCLR cut3_all, best rate vs best rate", "rate_grid_simclr", "cut3_all", "default",
-     "best", 100),
-    ("SimCLR cut3_last, best rate vs best rate", "rate_grid_simclr", "cut3_last", "default",
-     "best", 100),
-    ("SimCLR GradScale p 1, best rate vs best rate", "rate_grid_simclr", "gradscale1",
-     "default", "best", 100),
-    ("SimSiam cut3_all, best rate vs best rate", "rate_grid_simsiam", "cut3_all", "default",
-     "best", 100),
-    ("SimSiam GradScale p 1, best rate vs best rate", "rate_grid_simsiam", "gradscale1",
-     "default", "best", 100),
-    ("BYOL cut3_all, best rate vs best rate", "rate_grid_byol", "cut3_all", "default", "best",
-     100),
-    ("BYOL GradScale p 1, best rate vs best rate", "rate_grid_byol", "gradscale1", "default",
-     "best", 100),
+    _knn("norm-aware recipe, mean kNN", "fmnist_recipe", "recipe"),
+    _best("SimCLR", "cut3_all", "cut3_all"),
+    _best("SimCLR", "cut3_last", "cut3_last"),
+    _best("SimCLR", "gradscale1", "GradScale p 1"),
+    _best("SimSiam", "cut3_all", "cut3_all"),
+    _best("SimSiam", "gradscale1", "GradScale p 1"),
+    _best("BYOL", "cut3_all", "cut3_all"),
+    _best("BYOL", "gradscale1", "GradScale p 1"),
 )
 
 

@@ -113,6 +113,11 @@ def _cell(values) -> str:
   return f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
 
 
+def ordered_sets(sets) -> list:
+  """OOD set names in table order: 'near' (held-out classes) first, then by name."""
+  return sorted(sets, key=lambda s: (s != "near", s))
+
+
 def table_markdown(per_seed: list) -> str:
   """The OOD table over seeds: per set and score, AUROC and FPR@95 as mean [95% t
   interval], and whether the norm adds to a distance (CSI's ‖z‖ · max cos against max
@@ -120,7 +125,7 @@ def table_markdown(per_seed: list) -> str:
   per_seed = [r for r in per_seed if r]
   if not per_seed:
     return ""
-  sets = sorted(per_seed[0], key=lambda s: (s != "near", s))  # near first
+  sets = ordered_sets(per_seed[0])
   lines = [f"OOD detection on SSL features, {len(per_seed)} seeds: mean [95% t interval]. "
            "AUROC: OOD vs ID (0.5 = chance); FPR@95: OOD accepted at 95% ID accepted "
            "(lower is better).", "",

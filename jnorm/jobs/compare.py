@@ -235,7 +235,7 @@ def write_report(config, workdir: str, runs: list) -> dict:
     with open(os.path.join(workdir, "ood.md"), "w") as f:
       f.write(f"# {title}: norms against standard OOD scores\n\n{ood.table_markdown(ood_runs)}")
     auroc = {s: {k: [r[s][k]["auroc"] for r in ood_runs] for k in ood.SCORES}
-             for s in sorted(ood_runs[0], key=lambda s: (s != "near", s))}
+             for s in ood.ordered_sets(ood_runs[0])}
     save_figure(analysis_plots.plot_ood_auroc(auroc), workdir, "ood_auroc")
   if parse_list(config.get("grid_rates", "")):
     results["rate_grid"] = _rate_grid_report(config, workdir, per_arm, failed)

@@ -49,9 +49,11 @@ def stratified_subset(labels: np.ndarray, n: int, *, num_classes: int) -> np.nda
   return data.select_per_class(labels, take, seed=0)
 
 
-def train_subset(ds, n: int):
-  """`ds` with its train split cut to `stratified_subset(..., n)` (itself when n is 0)."""
-  idx = stratified_subset(ds.train.labels, n, num_classes=ds.num_classes)
+def train_subset(ds, n: int, idx: np.ndarray = None):
+  """`ds` with its train split cut to `idx` (default `stratified_subset(..., n)`); `ds`
+  itself when that is the whole split."""
+  if idx is None:
+    idx = stratified_subset(ds.train.labels, n, num_classes=ds.num_classes)
   if len(idx) == len(ds.train):
     return ds
   return dataclasses.replace(ds, train=data.SubsetSplit(ds.train, idx))
@@ -81,7 +83,7 @@ def evaluate_state(evaluator: Evaluator, state_host, ds, ecfg, *, epoch: float,
   variables = eval_variables(evaluator, state_host, ds, ecfg)
   bank = stratified_subset(ds.train.labels, ecfg.bank_images, num_classes=ds.num_classes)
   whole = final and ecfg.linear_probe  # the probe trains on the whole train split
-  passes = [("train", ds if whole else train_subset(ds, ecfg.bank_images), "train", evaluator.embed),
+  passes = [("train", ds if whole else train_subset(ds, 0, bank), "train", evaluator.embed),
             ("test", ds, "test", evaluator.embed)]
   if final or ecfg.train_mode_norms == "every":
     passes.append(("test_train_mode", ds, "test", evaluator.embed_train_mode))
