@@ -10,23 +10,27 @@ setting; `--config digits` for configs/default.py), in one process:
    evaluation only at the end (host batching, transfer, step, logging, checkpoints as
    configured): training images/s over the loop's `train_seconds` (the final evaluation
    is not in it).
-3. `loop_eval`: the same with the config's evaluation schedule (kNN after every epoch
-   for the Fashion-MNIST base): images/s including the periodic evaluations, and the
-   evaluations' share of the loop's time.
+3. `loop_eval_inline`: the same with the config's evaluation schedule (kNN after every
+   epoch for the Fashion-MNIST base), each evaluation between two steps
+   (`eval.background` off): images/s including the periodic evaluations.
+4. `loop_eval`: the same with the evaluations in a thread beside the steps
+   (`eval.background` on, as in the Fashion-MNIST base). Its kNN curve must equal
+   `loop_eval_inline`'s number for number (`knn_curves_identical`; the script fails
+   otherwise).
 
 Compilation is kept out of every figure by a persistent compilation cache in a
 temporary folder, filled by an untimed warm-up of each variant. What the cache cannot
 remove is the loop's first call of its new jitted step (tracing, lowering, loading the
 executable: 1-1.4 s on 2 cores, once per run), which `step_only` leaves out by timing
 all but its first step: the loop figures are also given without it
-(`images_per_s_after_first_call`, from the run's `first_step_seconds`). The three
+(`images_per_s_after_first_call`, from the run's `first_step_seconds`). The four
 measurements run in `--rounds` interleaved rounds (medians reported). An image is one
 view pair (the batch size counts pairs). Prints one line per round and per figure,
 then one JSON line.
 
     python benchmarks/loop.py                  # Fashion-MNIST base, 3 epochs, 3 rounds (Debian package)
     python benchmarks/loop.py --config digits --epochs 4
-    python benchmarks/loop.py --quick          # tiny smoke test
+    python benchmarks/loop.py --quick          # smoke test: 8 px digits, 2 epochs
 """
 
 import argparse
@@ -53,8 +57,8 @@ def parse_args(argv=None):
   ap.add_argument("--cpu-tuning", choices=("on", "off"), default="on",
                   help="on: jnorm.cpu.enable() first, as python -m jnorm.main does")
   ap.add_argument("--quick", action="store_true",
-                  help="digits at their native 8 px, batch 64, 1 epoch, evaluation at its start "
-                       "and end: smoke test")
+                  help="digits at their native 8 px, batch 64, 2 epochs, evaluation after "
+                       "each: smoke test")
   return ap.parse_args(argv)
 
 
@@ -70,7 +74,7 @@ def load_config(args):
   if args.quick:
     config.data.image_size = 8
     config.batch_size = 64
-    config.num_epochs = 1.0
+    config.num_epochs = 2.0
     config.eval.every_epochs = 1
     config.eval.powers_of_two = False
   return config
@@ -102,9 +106,10 @@ def step_only(config) -> dict:
           "images_per_s": steps * config.batch_size / seconds}
 
 
-def loop(config, *, periodic_eval: bool) -> dict:
+def loop(config, *, periodic_eval: bool, background: bool = False) -> dict:
   from jnorm.training import loop as loop_lib
   config = copy.deepcopy(config)
+  config.eval.background = background
   if not periodic_eval:
     config.eval.every_epochs = 0
     config.eval.powers_of_two = False
@@ -116,7 +121,8 @@ def loop(config, *, periodic_eval: bool) -> dict:
   return {"steps": steps, "seconds": seconds,
           "images_per_s": steps * config.batch_size / seconds,
           "first_call_s": results["first_step_seconds"],
-          "images_per_s_after_first_call": steps * config.batch_size / steady}
+          "images_per_s_after_first_call": steps * config.batch_size / steady,
+          "knn_curve": results["knn_curve"]}
 
 
 def main(argv=None):
@@ -132,19 +138,22 @@ def main(argv=None):
   config = load_config(args)
   warm = copy.deepcopy(config)
   warm.num_epochs = min(1.0, config.num_epochs)
-  for periodic in (False, True):  # untimed: fills the compilation cache
-    loop(warm, periodic_eval=periodic)
+  for periodic, background in ((False, False), (True, False), (True, True)):  # untimed:
+    loop(warm, periodic_eval=periodic, background=background)  # fills the cache
   result = {"config": "digits" if args.quick else args.config, "epochs": config.num_epochs,
             "batch": config.batch_size, "backend": jax.default_backend(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpu_tuning": args.cpu_tuning}
-  names = ("step_only", "loop_no_eval", "loop_eval")
+  names = ("step_only", "loop_no_eval", "loop_eval_inline", "loop_eval")
   rounds = {name: [] for name in names}
   for r in range(1 if args.quick else args.rounds):
     rounds["step_only"].append(step_only(config))
     rounds["loop_no_eval"].append(loop(config, periodic_eval=False))
-    rounds["loop_eval"].append(loop(config, periodic_eval=True))
+    rounds["loop_eval_inline"].append(loop(config, periodic_eval=True))
+    rounds["loop_eval"].append(loop(config, periodic_eval=True, background=True))
     print(f"round {r}: " + ", ".join(f"{name} {rounds[name][-1]['images_per_s']:.1f}"
                                       for name in names) + " pairs/s", flush=True)
+  curves = {name: [x.pop("knn_curve") for x in rounds[name]] for name in names[1:]}
+  result["knn_curves_identical"] = curves["loop_eval_inline"] == curves["loop_eval"]
   for name in names:
     result[name] = {key: statistics.median(x[key] for x in rounds[name])
                     for key in rounds[name][0] if key != "steps"}
@@ -162,8 +171,11 @@ def main(argv=None):
                f"{r['images_per_s_after_first_call']:.1f} pairs/s, "
                f"{r['ratio_after_first_call']:.2f}")
     print(line, flush=True)
+  evaluations = sum(len(c) for c in curves["loop_eval"])
+  print(f"kNN curves, evaluations inline vs in the background ({evaluations} evaluations): "
+        f"{'identical' if result['knn_curves_identical'] else 'DIFFERENT'}", flush=True)
   print(json.dumps(result))
-  return result
+  return result if result["knn_curves_identical"] else None
 
 
 if __name__ == "__main__":

@@ -168,6 +168,8 @@ def get_config(arg=None):
   elif scale == "smoke":
     arms, seeds = ["default", "cut3_all"], (0,)
     common.fmnist_smoke(base)
+  if scale in ("wd", "recipe", "scale"):  # claims-table arms: the linear probe next to kNN
+    base.eval.linear_probe = True
   return compare.comparison_config(
       base=base, variants=variants, run_variants=arms, seeds=seeds,
       report_epochs=(1, 2, 4, 8), threshold=0.74, loss_threshold=loss_threshold,

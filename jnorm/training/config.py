@@ -34,7 +34,9 @@ Fields (`defaults()` holds them all; configs/*.py start from it):
     bn_images and bank_images (train images for the re-estimation and the kNN bank: a
     class-stratified subset, fixed for the run; 0 = the whole train split),
     train_mode_norms 'every' | 'final' (the test split's norms in train mode at every
-    evaluation or at the last only)}.
+    evaluation or at the last only), background (the evaluations during training run
+    in a thread while training goes on: the same numbers, sooner where one step does
+    not keep every core busy)}.
   checkpoint_every_steps, keep_checkpoints, log_every_steps, progress_bar.
   cpu_tuning 'auto' | 'kernels' | 'xla' | 'gemm' | 'off': on a CPU backend
     `python -m jnorm.main` calls `jnorm.cpu.enable(conv=cpu_tuning)` unless 'off'
@@ -85,7 +87,8 @@ def defaults() -> ml_collections.ConfigDict:
       "every_epochs": 0, "powers_of_two": True, "knn_k": 200, "knn_temperature": 0.1,
       "batch_size": 512, "linear_probe": False, "probe_epochs": 100,
       "probe_learning_rate": 1e-2, "probe_batch_size": 256, "bn_stats": "recompute",
-      "bn_images": 0, "bank_images": 0, "train_mode_norms": "every"})
+      "bn_images": 0, "bank_images": 0, "train_mode_norms": "every",
+      "background": False})
   c.checkpoint_every_steps = 100
   c.keep_checkpoints = 3
   c.log_every_steps = 10

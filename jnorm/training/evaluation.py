@@ -6,6 +6,7 @@ The re-estimation and the kNN bank may each use a class-stratified subset of the
 split (`eval.bn_images`, `eval.bank_images`; benchmarks/eval_protocol.py measures how
 small they can be for the same kNN accuracy)."""
 
+import concurrent.futures
 import dataclasses
 from typing import Callable, NamedTuple
 
@@ -105,6 +106,58 @@ def evaluate_state(evaluator: Evaluator, state_host, ds, ecfg, *, epoch: float,
             np.linalg.norm(feats["test_train_mode"][head], axis=-1).mean())
       record[f"{head}_normalized_std"] = norms.normalized_std(test[head])
   return record, train, test
+
+
+class Evaluations:
+  """The evaluations of one run (a context manager): each measured by `evaluate_state`
+  inline or, with `ecfg.background`, in a thread beside the training steps (one at a
+  time, on a copy of the weights), then passed to `log(step, (record, train, test))` on
+  the caller's thread, which returns what `now` returns."""
+
+  def __init__(self, run, ds, ecfg, *, log: Callable):
+    """`run`: the run's `build.build_run` result (its eval network and step counts)."""
+    self._evaluator = make_evaluator(run.eval_net.apply)
+    self._ds, self._ecfg, self._log = ds, ecfg, log
+    self._steps_per_epoch, self._total_steps = run.steps_per_epoch, run.total_steps
+    self._pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jnorm-eval")
+                  if ecfg.background else None)
+    self._pending = None  # (step, future) of the evaluation in the background
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    if self._pool is not None:
+      self._pool.shutdown(wait=True)  # an evaluation under way ends; nothing is logged
+
+  def _step(self, epoch: float) -> int:
+    return round(epoch * self._steps_per_epoch)
+
+  def _measure(self, state_host, epoch: float):
+    return evaluate_state(self._evaluator, state_host, self._ds, self._ecfg, epoch=epoch,
+                          final=self._step(epoch) == self._total_steps)
+
+  def now(self, state_host, epoch: float):
+    """Measures and logs the evaluation at `epoch` before returning `log`'s result."""
+    return self._log(self._step(epoch), self._measure(state_host, epoch))
+
+  def start(self, state_host, epoch: float) -> bool:
+    """The evaluation at `epoch`: in the background (True) when configured, after the
+    one under way is logged; else now (False)."""
+    if self._pool is None:
+      self.now(state_host, epoch)
+      return False
+    self.collect(wait=True)
+    # A copy: the next step donates the device buffers that a host view may share.
+    snapshot = jax.tree.map(np.copy, state_host)
+    self._pending = (self._step(epoch), self._pool.submit(self._measure, snapshot, epoch))
+    return True
+
+  def collect(self, *, wait: bool) -> None:
+    """Logs the evaluation in the background if it is done (or, with `wait`, once it is)."""
+    if self._pending is not None and (wait or self._pending[1].done()):
+      (step, future), self._pending = self._pending, None
+      self._log(step, future.result())
 
 
 def linear_probe(train, test, ds, ecfg, seed) -> float:

@@ -77,7 +77,7 @@ def check_finite_eval(record: dict, step: int, last_saved) -> None:
 # launched, not what it computes.
 RESUMABLE_CHANGES = ("progress_bar", "log_every_steps", "checkpoint_every_steps",
                      "keep_checkpoints", "distributed", "data.data_dir", "data.in_memory",
-                     "cpu_tuning")
+                     "cpu_tuning", "eval.background")
 
 
 def _flatten(tree, prefix: str = "") -> dict:

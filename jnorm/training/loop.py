@@ -17,6 +17,11 @@ the final loss from the checkpoint, so a run killed at any step (also after its 
 checkpoint, before results.json) and resumed ends bit-identical (on CPU) to an
 uninterrupted one, results included (but for timings and `resumed_from_step`).
 
+With `eval.background` the evaluations during training run in a thread beside the
+steps (on a snapshot of the weights): the same numbers bit for bit, their lines in
+metrics.jsonl written when they end (after later steps' lines), and each one waited for
+before the next checkpoint, a stop, or the next evaluation.
+
 Preemption (`jnorm.training.preemption`): SIGTERM or SIGINT during a run finishes the
 step in progress, saves its checkpoint and raises `errors.Preempted` (exit code 75 from
 `python -m jnorm.main`); the same command resumes bit-identically.
@@ -168,12 +173,9 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
     last_saved = start_step if start_step else None
     curve = _load_curve(workdir, start_step, run.steps_per_epoch)
     eval_epochs = evaluation.eval_epochs(run.num_epochs, config.eval)
-    evaluator = evaluation.make_evaluator(run.eval_net.apply)
 
-    def evaluate_now(state_host, epoch):
-      step = round(epoch * run.steps_per_epoch)
-      record, train_f, test_f = evaluation.evaluate_state(
-          evaluator, state_host, ds, config.eval, epoch=epoch, final=step == run.total_steps)
+    def log_eval(step, measured):  # on this thread: the writer is not shared
+      record, train_f, test_f = measured
       guards.check_finite_eval(record, step, last_saved)
       curve.append(record)
       writer.write(step, record, kind="eval")
@@ -181,9 +183,10 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
         json_files.write_json_atomic(os.path.join(workdir, "knn_curve.json"), curve)
       return train_f, test_f
 
+    evals = stack.enter_context(evaluation.Evaluations(run, ds, config.eval, log=log_eval))
     epoch, rest = divmod(start_step, run.steps_per_epoch)
     if start_step < run.total_steps and rest == 0 and epoch in eval_epochs:
-      evaluate_now(state_host, epoch)  # epoch 0, or the evaluation a resumed run repeats
+      evals.now(state_host, epoch)  # epoch 0, or the evaluation a resumed run repeats
     state = ts.replicate(state_host, mesh)
     batches = data.train_batches(ds, batch_size=config.batch_size, seed=config.seed,
                                  start_step=start_step)
@@ -203,6 +206,7 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
         needs_save = done % config.checkpoint_every_steps == 0 or done == run.total_steps
         needs_log = done % config.log_every_steps == 0 or done == run.total_steps
         needs_stop = stop.after_step(done)
+        evals.collect(wait=needs_save or needs_eval or needs_stop)  # before a save or a stop
         if not (needs_log or needs_save or needs_eval or needs_stop):
           continue  # no host sync: the next step is dispatched while this one runs
         tracker.check(last_saved)  # every step so far, before anything is logged or saved
@@ -216,9 +220,8 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
           checkpointer.save(done, state_host, metrics=metrics)
           last_saved = done
         needs_stop = needs_stop or stop.now()  # e.g. a signal during this step's save
-        if needs_eval and not needs_stop:
-          evaluate_now(state_host, epoch)
-          needs_stop = stop.now()  # a signal during the evaluation
+        if needs_eval and not needs_stop and not evals.start(state_host, epoch):
+          needs_stop = stop.now()  # a signal during the (inline) evaluation
         if needs_stop:  # the resumed run repeats this step's evaluation, if it has one
           if last_saved != done:
             checkpointer.save(done, ts.local_copy(state), metrics=metrics)
@@ -229,6 +232,7 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
       bar.close()
       raise
     bar.close()
+    evals.collect(wait=True)
     if stop.now():  # before the final evaluation: its checkpoint is saved
       raise preemption.preempted_error(run.total_steps, workdir, stop)
     train_seconds = time.time() - train_start
@@ -236,7 +240,7 @@ def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> 
       state_host = ts.local_copy(state)
     elif not metrics:  # resumed at the last step from a checkpoint without metrics
       metrics = _logged_metrics(workdir, run.total_steps)
-    train_f, test_f = evaluate_now(state_host, run.num_epochs)
+    train_f, test_f = evals.now(state_host, run.num_epochs)
     timings = (train_seconds, time.time() - start_time, first_step_seconds)
     return _finish(config, workdir, run, ds, curve, metrics, start_step, timings,
                    features=(train_f, test_f), primary=primary)

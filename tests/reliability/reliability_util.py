@@ -142,14 +142,19 @@ def final_leaves(workdir: str) -> tuple:
   return step, [np.asarray(items.state[k]) for k in sorted(items.state)]
 
 
-def assert_same_run(got: str, want: str) -> None:
+def assert_same_run(got: str, want: str, *, lines_in_any_order: bool = False) -> None:
   """The run in `got` ended bit-identical to the one in `want`: results.json (but for
-  timings and resumed_from_step), knn_curve.json, metrics.jsonl and the newest
-  checkpoint's every leaf."""
+  timings and resumed_from_step), knn_curve.json, metrics.jsonl (its lines in any
+  order with `lines_in_any_order`: an evaluation in the background is logged when it
+  ends) and the newest checkpoint's every leaf."""
   assert comparable(results(got)) == comparable(results(want))
   assert (load_json_strict(os.path.join(got, "knn_curve.json"))
           == load_json_strict(os.path.join(want, "knn_curve.json")))
-  assert metrics_lines(got) == metrics_lines(want)
+  got_lines, want_lines = metrics_lines(got), metrics_lines(want)
+  if lines_in_any_order:
+    got_lines, want_lines = (sorted(x, key=lambda r: (r["step"], r["kind"]))
+                             for x in (got_lines, want_lines))
+  assert got_lines == want_lines
   step_a, leaves_a = final_leaves(got)
   step_b, leaves_b = final_leaves(want)
   assert step_a == step_b == TOTAL_STEPS

@@ -108,8 +108,10 @@ def test_overflow_keeps_the_last_good_checkpoint(tmp_path, capsys):
   assert_no_inf_as_number(workdir)
 
 
-def test_non_finite_evaluation_stops_the_run(tmp_path, monkeypatch, capsys):
-  """kNN of the mid-run evaluation (epoch 1 = step 4) comes out NaN."""
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
+def test_non_finite_evaluation_stops_the_run(background, tmp_path, monkeypatch, capsys):
+  """kNN of the mid-run evaluation (epoch 1 = step 4) comes out NaN; in the background
+  it is found before the next checkpoint, so step 4's is still the newest."""
   evaluate = evaluation.evaluate_state
 
   def nan_at_epoch_1(*args, epoch, **kwargs):
@@ -120,7 +122,8 @@ def test_non_finite_evaluation_stops_the_run(tmp_path, monkeypatch, capsys):
 
   monkeypatch.setattr(evaluation, "evaluate_state", nan_at_epoch_1)
   workdir = str(tmp_path / "w")
-  code, _, err = ru.in_process(ru.tiny_args(workdir), capsys)
+  code, _, err = ru.in_process(
+      ru.tiny_args(workdir, f"--config.eval.background={background}"), capsys)
   ru.assert_one_line_error(code, err, 1, "non-finite knn_accuracy in the evaluation at step 4",
                            "checkpoint of step 4 kept")
   assert ru.complete_steps(workdir)[-1] == 4

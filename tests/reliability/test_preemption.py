@@ -137,19 +137,31 @@ IN_PROCESS_CASES = [
 ]
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
 @pytest.mark.parametrize("name, arrange, sig, step, steps", IN_PROCESS_CASES,
                          ids=[c[0] for c in IN_PROCESS_CASES])
 def test_signal_stops_at_a_step_with_its_checkpoint_and_resumes_exactly(
-    name, arrange, sig, step, steps, main_thread_handlers, reference_run, tmp_path,
-    monkeypatch, capsys):
-  del name, main_thread_handlers
+    name, arrange, sig, step, steps, background, main_thread_handlers, reference_run,
+    tmp_path, monkeypatch, capsys):
+  """Also with `eval.background` (against the reference run, which evaluates inline):
+  the same numbers, and a signal inside a background evaluation stops the run at
+  whichever later step the main thread has reached, after recording it."""
+  del main_thread_handlers
+  if background and name == "sigint-inside-an-evaluation":
+    step = steps = None  # the evaluation runs beside steps 5 to 8
   workdir = str(tmp_path / "run")
-  args = ru.tiny_args(workdir, "--config.checkpoint_every_steps=3")
+  args = ru.tiny_args(workdir, "--config.checkpoint_every_steps=3",
+                      f"--config.eval.background={background}")
   with monkeypatch.context() as patch:
     arrange(patch)
     code, _, err = ru.in_process(args, capsys)
   assert code == errors.EXIT_PREEMPTED == 75, err[-3000:]
-  _preempted_line(err, workdir, step=step, sig=sig)
+  step = _preempted_line(err, workdir, step=step, sig=sig)
+  if steps is None:
+    assert 4 < step <= ru.TOTAL_STEPS
+    steps = [s for s in (3, 6) if s < step] + [step]
+    epochs = [r["epoch"] for r in ru.load_json_strict(os.path.join(workdir, "knn_curve.json"))]
+    assert epochs == [0, 1]  # recorded before the stop's checkpoint
   assert ru.complete_steps(workdir) == steps
   assert not ru.temporary_steps(workdir)
   assert not os.path.exists(os.path.join(workdir, "results.json"))
@@ -158,7 +170,7 @@ def test_signal_stops_at_a_step_with_its_checkpoint_and_resumes_exactly(
   assert code == 0, err[-3000:]
   assert f"checkpoints/{step} (step {step})" in out
   assert ru.results(workdir)["resumed_from_step"] == step
-  ru.assert_same_run(workdir, reference_run)
+  ru.assert_same_run(workdir, reference_run, lines_in_any_order=background)
 
 
 def test_compare_stops_between_and_inside_sub_runs(main_thread_handlers, reference_run,
