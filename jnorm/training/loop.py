@@ -167,7 +167,7 @@ def _open_run(stack, config, workdir: str, *, fresh, info, primary: bool) -> tup
 
 def _run(config, workdir: str, *, ds, run, mesh, fresh, info, primary: bool) -> dict:
   start_time = time.time()
-  with contextlib.ExitStack() as stack:  # closes the checkpointer and writer
+  with contextlib.ExitStack() as stack:  # closes the checkpointer, writer, evaluations
     checkpointer, writer, state_host, start_step, saved_metrics = _open_run(
         stack, config, workdir, fresh=fresh, info=info, primary=primary)
     last_saved = start_step if start_step else None
