@@ -236,8 +236,8 @@ def fmnist_simclr() -> ml_collections.ConfigDict:
   # smaller bank costs 0.5 points or more), the test split's train-mode norms at the end.
   config.eval.bn_images = 512
   config.eval.train_mode_norms = "final"
-  # Evaluations beside training, not between its steps: the same numbers (bit for bit),
-  # the loop at 0.82-0.84 of its step's rate instead of 0.80-0.81 (benchmarks/loop.py).
+  # Evaluations beside training, not between its steps: the same numbers bit for bit,
+  # sooner (benchmarks/README.md, loop.py).
   config.eval.background = True
   config.checkpoint_every_steps = 200
   config.log_every_steps = 13
